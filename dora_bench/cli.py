@@ -1,0 +1,48 @@
+"""`dora-bench`: a thin Hydra entry point: loop seeds, print a summary, map errors to exit codes."""
+from __future__ import annotations
+
+import sys
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dora_bench.errors import UserError
+
+
+def summarize(results: list[dict]) -> str:
+    """One line: headline metric mean ± std (population, ddof 0) over completed seeds."""
+    done = [r for r in results if r["status"] == "complete"]
+    failed = [r["seed"] for r in results if r["status"] != "complete"]
+    if not done:
+        return f"no seed completed (failed: {failed})"
+    first = done[0]
+    name = f"{first['task']} {first['method']}" + (f" ({first['budget']})" if first["budget"] else "")
+    scores = np.array([r["selected"]["score"] for r in done])
+    params = first["params"]["trainable_paper"]
+    line = (f"{name}: {first['metric']} {scores.mean():.2f} ± {scores.std(ddof=0):.2f} over {len(done)} "
+            f"seed(s) {[r['seed'] for r in done]}; trainable params {params:,}")
+    return line + (f"; FAILED seeds: {failed}" if failed else "")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from dora_bench.run import run_seed  # heavy imports after Hydra has parsed the command line
+
+    seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
+    try:
+        outcomes = [run_seed(cfg, int(seed)) for seed in seeds]
+    except UserError as err:
+        print(f"dora-bench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"[dora-bench] {summarize(outcomes)}")
+    for failed in (r for r in outcomes if r["status"] != "complete"):
+        print(f"[dora-bench] seed {failed['seed']} failed: {failed['error']}", file=sys.stderr)
+    if any(r["status"] != "complete" for r in outcomes) and HydraConfig.get().mode == RunMode.RUN:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

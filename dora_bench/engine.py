@@ -1,0 +1,103 @@
+"""The one training engine: HF Trainer wired to the method interface and the task's evaluation."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from dora_bench.methods.base import MethodHandle
+
+METHOD_STATE = "method_state.pt"
+COMPLETE_MARK = "checkpoint_complete.json"
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class MethodStepCallback(TrainerCallback):
+    """Runs the method's hook after every optimizer step, before gradients are cleared."""
+
+    def __init__(self, handle: MethodHandle):
+        self.handle = handle
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.handle.after_optimizer_step(state.global_step + 1)  # steps count from 1
+
+
+class BenchTrainerMixin:
+    """Adds the method's extra loss, task-defined evaluation and method state in checkpoints."""
+
+    def setup_bench(self, handle: MethodHandle, evaluate_fn):
+        self.handle = handle
+        self.evaluate_fn = evaluate_fn
+        self.add_callback(MethodStepCallback(handle))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        extra = self.handle.extra_loss()
+        if extra is not None:
+            loss = loss + extra
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.state.global_step % max(self.args.logging_steps, 1) == 0 and not torch.isfinite(loss).all():
+            raise NonFiniteLoss(
+                f"non-finite loss {loss.item()} at optimizer step {self.state.global_step + 1} "
+                f"(learning rate {self._get_learning_rate():.3g})"
+            )
+        return loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        with torch.inference_mode():
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn(self).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        torch.save(self.handle.state_dict(), folder / METHOD_STATE)
+        # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
+        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": self.state.global_step}))
+        for old in Path(self.args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        state_file = Path(resume_from_checkpoint) / METHOD_STATE
+        self.handle.load_state_dict(torch.load(state_file, weights_only=True))
+
+
+class BenchTrainer(BenchTrainerMixin, Trainer):
+    pass
+
+
+class BenchSeq2SeqTrainer(BenchTrainerMixin, Seq2SeqTrainer):
+    pass
+
+
+def latest_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint whose write finished (see COMPLETE_MARK)."""
+    done = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / COMPLETE_MARK).exists()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])))
+
+
+def optimizer_steps(num_samples: int, batch_size: int, world_size: int, grad_accum: int, epochs: int) -> int:
+    """Optimizer steps the Trainer will take (its own arithmetic: batches per epoch, then accumulation)."""
+    per_device = batch_size // world_size
+    batches = math.ceil(num_samples / (per_device * world_size))
+    return epochs * max(batches // grad_accum + int(batches % grad_accum > 0), 1)

@@ -1,0 +1,20 @@
+"""LoRA through PEFT on the model's adapted matrices (anchored regex); the task head trains fully."""
+from peft import LoraConfig, get_peft_model
+
+from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, count_trainable
+
+
+def apply(model, cfg, total_steps: int) -> MethodHandle:
+    config = LoraConfig(
+        task_type=PEFT_TASK_TYPES[cfg.task.head],
+        target_modules=cfg.model.adapted_modules,
+        r=cfg.method.r,
+        lora_alpha=cfg.method.lora_alpha,
+        lora_dropout=cfg.method.lora_dropout,
+    )
+    peft_model = get_peft_model(model, config)
+    return MethodHandle(
+        model=peft_model,
+        paper_trainable_params=lambda: count_trainable(peft_model, include_head=False),
+        export=peft_model.save_pretrained,
+    )
