@@ -33,9 +33,10 @@ class MethodStepCallback(TrainerCallback):
 class BenchTrainerMixin:
     """Adds the method's extra loss, task-defined evaluation and method state in checkpoints."""
 
-    def setup_bench(self, handle: MethodHandle, evaluate_fn):
+    def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str):
         self.handle = handle
         self.evaluate_fn = evaluate_fn
+        self.run_fingerprint = run_fingerprint
         self.add_callback(MethodStepCallback(handle))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -69,7 +70,8 @@ class BenchTrainerMixin:
         folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         torch.save(self.handle.state_dict(), folder / METHOD_STATE)
         # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
-        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": self.state.global_step}))
+        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": self.state.global_step,
+                                                        "run": self.run_fingerprint}))
         for old in Path(self.args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
@@ -88,9 +90,15 @@ class BenchSeq2SeqTrainer(BenchTrainerMixin, Seq2SeqTrainer):
     pass
 
 
-def latest_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint whose write finished (see COMPLETE_MARK)."""
-    done = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / COMPLETE_MARK).exists()]
+def latest_checkpoint(output_dir: Path, run_fingerprint: str) -> str | None:
+    """The newest checkpoint whose write finished (see COMPLETE_MARK) and that this same run wrote."""
+    def resumable(folder: Path) -> bool:
+        try:
+            return json.loads((folder / COMPLETE_MARK).read_text())["run"] == run_fingerprint
+        except (OSError, ValueError, KeyError):
+            return False
+
+    done = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if resumable(p)]
     if not done:
         return None
     return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])))

@@ -1,6 +1,8 @@
 """One (task, method, budget, seed): skip if done, build, train, evaluate, write the result file."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import resource
@@ -87,10 +89,13 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
     trainer = trainer_cls(model=handle.model, args=args, train_dataset=data.train, eval_dataset=data.eval_sets,
                           data_collator=data.collator,
                           processing_class=tokenizer, **data.trainer_kwargs)
-    trainer.setup_bench(handle, data.evaluate)
-    resume = latest_checkpoint(out_dir) if not cfg.force else None
-    if cfg.force and out_dir.exists():
+    fingerprint_of_run = run_fingerprint(cfg, seed)
+    trainer.setup_bench(handle, data.evaluate, fingerprint_of_run)
+    resume = None if cfg.force else latest_checkpoint(out_dir, fingerprint_of_run)
+    if resume is None and out_dir.exists():  # checkpoints of another config (or force=true): start afresh
         shutil.rmtree(out_dir, ignore_errors=True)
+    elif resume:
+        print(f"[dora-bench] seed {seed}: resuming from {resume}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train_output = trainer.train(resume_from_checkpoint=resume)
@@ -120,11 +125,20 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
     if world()[0] == 0:
         if handle.export is not None and cfg.get("save_adapter", True):
             adapter_dir = results.result_path(cfg, seed).with_suffix(".adapter")
+            adapter_dir.mkdir(parents=True, exist_ok=True)
             handle.export(str(adapter_dir))
             record["adapter_dir"] = str(adapter_dir)
         if not cfg.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
     return record
+
+
+def run_fingerprint(cfg: DictConfig, seed: int) -> str:
+    """Identifies what a checkpoint was trained for: everything that changes the numbers."""
+    keys = ("task", "method", "budget", "model", "data", "trainer")
+    spec = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
+    spec["trainer"].pop("progress_bar", None)
+    return hashlib.sha256(json.dumps([spec, seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:

@@ -1,0 +1,98 @@
+"""AdaLoRA (PEFT) and AdapterHub adapters: allocator wiring, counts, frozen weights, CLI."""
+import json
+import math
+
+import pytest
+import torch
+from helpers import TINY, run_cli
+from roberta_base import config, roberta_base
+from tiny_training import build, toy_dataset, train
+
+from dora_bench.methods import apply_method
+
+ROBERTA_BASE_SUM = 165_888  # Σ (d_in + d_out) over the 72 adapted matrices of RoBERTa-base
+PAPER = {("h_adapter", "small"): 313_536, ("h_adapter", "large"): 1_198_848,
+         ("p_adapter", "small"): 304_320, ("p_adapter", "large"): 1_189_632}
+
+
+@pytest.mark.parametrize("method,budget", sorted(PAPER))
+def test_adapter_counts_match_the_paper(method, budget):
+    handle = apply_method(roberta_base(), config(f"method={method}", f"budget={budget}"), 100)
+    assert handle.paper_trainable_params() == PAPER[method, budget]
+    assert handle.trainable_params(include_head=True) > PAPER[method, budget]  # head trains too
+
+
+@pytest.mark.parametrize("budget,init_r", [("small", 3), ("large", 12)])
+def test_adalora_count_at_init(budget, init_r):
+    handle = apply_method(roberta_base(), config("method=adalora", f"budget={budget}"), 100)
+    assert handle.paper_trainable_params() == init_r * (ROBERTA_BASE_SUM + 72)
+    assert len(handle.summary()["rank_pattern"]) == 72
+
+
+def nonzero_singular_values(model) -> int:
+    return sum(int((p != 0).sum()) for n, p in model.named_parameters() if "lora_E" in n)
+
+
+def adalora_run(cache_dir, tmp_path, hook: bool):
+    """40 optimizer steps (T) of AdaLoRA through the engine; tinit = 6, tfinal = 20."""
+    dataset_size, batch = 40, 4
+    handle, tokenizer = build(["method=adalora", "budget=small", "method.delta_t=2"], cache_dir, total_steps=40)
+    if not hook:
+        handle.after_optimizer_step = lambda step: None
+    matrices = len(handle.summary()["rank_pattern"])
+    seen = {}
+    inner = handle.after_optimizer_step
+
+    def spy(step):
+        inner(step)
+        seen[step] = nonzero_singular_values(handle.model)
+    handle.after_optimizer_step = spy
+    train(handle, tokenizer, toy_dataset(tokenizer, dataset_size), tmp_path, epochs=4, batch_size=batch)
+    return handle, matrices, seen
+
+
+def test_adalora_allocator_runs_inside_the_engine(cache_dir, tmp_path):
+    handle, matrices, seen = adalora_run(cache_dir, tmp_path, hook=True)
+    assert sorted(seen) == list(range(1, 41))  # the hook ran after every optimizer step, counted from 1
+    assert seen[5] == 3 * matrices  # before tinit: init_r per matrix
+    assert seen[40] == 2 * matrices  # after T - tfinal: target_r per matrix
+    assert sum(handle.summary()["rank_pattern"].values()) == 2 * matrices
+    assert handle.paper_trainable_params() < 3 * (sum(m.in_features + m.out_features for m in _svd(handle)) + matrices)
+
+
+def test_adalora_without_the_hook_trains_like_lora(cache_dir, tmp_path):
+    _, matrices, seen = adalora_run(cache_dir, tmp_path, hook=False)
+    assert seen[40] == 3 * matrices  # nothing pruned: the previous test's assertion would fail
+
+
+def _svd(handle):
+    from peft.tuners.adalora import SVDLinear
+
+    return [m for m in handle.model.modules() if isinstance(m, SVDLinear)]
+
+
+@pytest.mark.parametrize("method", ["bitfit", "lora", "adalora", "h_adapter", "p_adapter"])
+def test_frozen_parameters_stay_unchanged(method, cache_dir, tmp_path):
+    handle, tokenizer = build([f"method={method}"], cache_dir, total_steps=8)
+    before = {n: p.detach().clone() for n, p in handle.model.named_parameters()}
+    train(handle, tokenizer, toy_dataset(tokenizer, 32), tmp_path, epochs=1, batch_size=4)
+    after = dict(handle.model.named_parameters())
+    frozen = [n for n in before if not after[n].requires_grad]
+    trained = [n for n in before if after[n].requires_grad]
+    assert frozen and trained
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert any(not torch.equal(before[n], after[n]) for n in trained)
+    assert any("classifier" in n for n in trained)
+
+
+def test_cli_runs_every_baseline(glue_dir, cache_dir, tmp_path):
+    out = run_cli("-m", "task=rte", "method=adalora,h_adapter,p_adapter", "seed=1", f"data.dir={glue_dir}", *TINY,
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for run in ("adalora-small", "h_adapter-small", "p_adapter-small"):
+        result = json.loads((tmp_path / "results/runs/tiny_roberta/rte" / run / "seed=1.json").read_text())
+        assert result["status"] == "complete", result.get("error")
+        assert all(math.isfinite(v) for v in result["selected"]["metrics"].values())
+        assert (tmp_path / "results/runs/tiny_roberta/rte" / run / "seed=1.adapter").is_dir()
+    adalora = json.loads((tmp_path / "results/runs/tiny_roberta/rte/adalora-small/seed=1.json").read_text())
+    assert adalora["method_summary"]["rank_pattern"] and adalora["selected"]["after_step"] > 0
