@@ -71,7 +71,7 @@ def _svd(handle):
     return [m for m in handle.model.modules() if isinstance(m, SVDLinear)]
 
 
-@pytest.mark.parametrize("method", ["bitfit", "lora", "adalora", "h_adapter", "p_adapter"])
+@pytest.mark.parametrize("method", ["bitfit", "lora", "adalora", "h_adapter", "p_adapter", "dora"])
 def test_frozen_parameters_stay_unchanged(method, cache_dir, tmp_path):
     handle, tokenizer = build([f"method={method}"], cache_dir, total_steps=8)
     before = {n: p.detach().clone() for n, p in handle.model.named_parameters()}

@@ -1,0 +1,48 @@
+"""DoRA (dynamic rank) in the runner: a thin adapter from the config to `dora_bench.dora`."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from dora_bench.dora import DoraConfig, apply_dora, export_peft_lora
+from dora_bench.errors import UserError
+from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, is_head_parameter
+
+
+def apply(model, cfg, total_steps: int) -> MethodHandle:
+    try:
+        config = DoraConfig(target_modules=cfg.model.adapted_modules,
+                            **OmegaConf.to_container(cfg.dora, resolve=True))
+        controller = apply_dora(model, config, total_steps)
+    except ValueError as err:
+        raise UserError(str(err).replace("DoraConfig.", "dora.")) from None
+    heads = sorted({name.split(".")[0] for name, _ in model.named_parameters() if is_head_parameter(name)})
+    for name, parameter in model.named_parameters():
+        if is_head_parameter(name):
+            parameter.requires_grad_(True)
+
+    def summary() -> dict:
+        pattern = controller.rank_pattern()
+        return {
+            "rank_pattern": pattern,
+            "budget_reached": sum(pattern.values()) / len(pattern),
+            "final_budget": config.final_budget,
+            "initial_budget": config.initial_budget,
+            "schedule": config.schedule,
+            "reg_coefficient": config.reg_coefficient,
+            "initial_parameter_count": controller.initial_parameter_count(),
+            "trajectory": controller.history,
+        }
+
+    return MethodHandle(
+        model=model,
+        paper_trainable_params=controller.trainable_parameter_count,
+        extra_loss=controller.regularization,
+        after_optimizer_step=controller.step,
+        state_dict=controller.state_dict,
+        load_state_dict=controller.load_state_dict,
+        summary=summary,
+        final_structure_step=controller.final_step,
+        export=lambda out_dir: export_peft_lora(model, controller, out_dir, modules_to_save=heads,
+                                                task_type=PEFT_TASK_TYPES[cfg.task.head],
+                                                base_model_name_or_path=cfg.model.name_or_path),
+    )
