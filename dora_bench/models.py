@@ -32,6 +32,7 @@ MODEL_CLASSES = {
     "qa": AutoModelForQuestionAnswering,
     "seq2seq": AutoModelForSeq2SeqLM,
 }
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def hub_offline() -> bool:
@@ -75,13 +76,16 @@ def load_model(model_cfg: DictConfig, head: str, cache_dir: str, **config_kwargs
     if head not in MODEL_CLASSES:
         raise UserError(f"task.head={head!r} is not valid; allowed: {', '.join(MODEL_CLASSES)}")
     path = resolve_model_path(model_cfg, cache_dir)
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in SAFETENSORS_FILES):
+        raise UserError(f"model directory {path!r} has no safetensors weights ({' or '.join(SAFETENSORS_FILES)}); "
+                        "weights are only loaded from safetensors")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, **config_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = MODEL_CLASSES[head].from_pretrained(
             path, config=config, use_safetensors=True, trust_remote_code=False
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"cannot load model {path!r} ({first_line}); give a local directory with config.json, "
@@ -112,6 +116,10 @@ def _random_model_dir(model_cfg: DictConfig, cache_dir: str) -> str:
         eos_token_id=tokenizer.sep_token_id,
         **spec,
     )
+    if config.is_encoder_decoder:
+        # As in BART, the decoder starts from eos. BartConfig's forced_eos_token_id default (2) is another
+        # token here, and transformers warns about generation settings in config.json: drop it.
+        config.decoder_start_token_id, config.forced_eos_token_id = tokenizer.sep_token_id, None
     import torch
 
     with torch.random.fork_rng():

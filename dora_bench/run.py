@@ -8,6 +8,7 @@ import platform
 import resource
 import shutil
 import subprocess
+import tempfile
 import time
 import traceback
 from importlib import metadata
@@ -49,6 +50,17 @@ def validate(cfg: DictConfig) -> None:
     _, world_size = world()
     if t.batch_size % world_size:
         raise UserError(f"trainer.batch_size={t.batch_size} is not divisible by the {world_size} processes")
+    _check_writable(Path(cfg.results_dir))
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before training, not after hours of it, when results cannot be saved."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"results_dir={str(folder)!r} is not writable ({err.strerror or err})") from None
 
 
 def run_seed(cfg: DictConfig, seed: int) -> dict[str, Any]:
@@ -102,6 +114,7 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
     if trainer.state.global_step != total_steps:
         raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
 
+    agreement = ranks_agree(handle) if world_size > 1 else None
     epochs = _epoch_metrics(trainer.state.log_history)
     record = _base_record(cfg, seed) | {
         "status": "complete",
@@ -116,7 +129,7 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
         "method_summary": handle.summary(),
         "train": {"optimizer_steps": total_steps, "train_samples": len(data.train),
                   "eval_samples": {k: len(v) for k, v in data.eval_sets.items()},
-                  "resumed_from": resume},
+                  "resumed_from": resume, "world_size": world_size, "rank_agreement": agreement},
         "timing": {"train_runtime_s": train_output.metrics.get("train_runtime"),
                    "train_samples_per_s": train_output.metrics.get("train_samples_per_second"),
                    "peak_memory_mb": peak_memory_mb()},
@@ -131,6 +144,22 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
         if not cfg.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
     return record
+
+
+def ranks_agree(handle) -> dict[str, Any]:
+    """Every process must end with the same trainable weights and method state (masks, ranks)."""
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(handle.model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode() + parameter.detach().cpu().float().numpy().tobytes())
+    digest.update(json.dumps(handle.summary(), sort_keys=True, default=str).encode())
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"processes diverged: weight/mask digests per rank {digests}")
+    return {"digests": digests, "identical": True}
 
 
 def run_fingerprint(cfg: DictConfig, seed: int) -> str:
@@ -159,6 +188,7 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         save_strategy="epoch",
         logging_strategy="steps",
         logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a non-finite loss must surface, not be averaged away
         group_by_length=t.group_by_length,
         dataloader_num_workers=t.dataloader_workers,
         seed=seed,
