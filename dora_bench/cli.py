@@ -1,6 +1,7 @@
 """`dora-bench`: a thin Hydra entry point: loop seeds, print a summary, map errors to exit codes."""
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -37,7 +38,8 @@ def main(cfg: DictConfig) -> None:
     except UserError as err:
         print(f"dora-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"[dora-bench] {summarize(outcomes)}")
+    if os.environ.get("RANK", "0") == "0":  # one summary per job, not one per process
+        print(f"[dora-bench] {summarize(outcomes)}")
     for failed in (r for r in outcomes if r["status"] != "complete"):
         print(f"[dora-bench] seed {failed['seed']} failed: {failed['error']}", file=sys.stderr)
     if any(r["status"] != "complete" for r in outcomes) and HydraConfig.get().mode == RunMode.RUN:
