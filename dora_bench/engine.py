@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +31,33 @@ class MethodStepCallback(TrainerCallback):
         self.handle.after_optimizer_step(state.global_step + 1)  # steps count from 1
 
 
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step; CUDA events on a GPU, so the hot path never waits on the device."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        self.marks: list = []
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = self._mark()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.marks.append((self._begin, self._mark()))
+
+    def step_times(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [begin.elapsed_time(end) / 1000 for begin, end in self.marks]
+        return [end - begin for begin, end in self.marks]
+
+
 class BenchTrainerMixin:
     """Adds the method's extra loss, task-defined evaluation and method state in checkpoints."""
 
@@ -37,7 +65,10 @@ class BenchTrainerMixin:
         self.handle = handle
         self.evaluate_fn = evaluate_fn
         self.run_fingerprint = run_fingerprint
+        self.step_timer = StepTimer()
+        self.eval_seconds: list[float] = []
         self.add_callback(MethodStepCallback(handle))
+        self.add_callback(self.step_timer)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
@@ -57,8 +88,10 @@ class BenchTrainerMixin:
         return loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        started = time.perf_counter()
         with torch.inference_mode():
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn(self).items()}
+        self.eval_seconds.append(time.perf_counter() - started)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

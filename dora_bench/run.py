@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import traceback
+from statistics import median
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
                   "eval_samples": {k: len(v) for k, v in data.eval_sets.items()},
                   "resumed_from": resume, "world_size": world_size, "rank_agreement": agreement},
         "timing": {"train_runtime_s": train_output.metrics.get("train_runtime"),
+                   "step_time_median_s": median(trainer.step_timer.step_times() or [float("nan")]),
+                   "eval_runtime_s": trainer.eval_seconds[-1] if trainer.eval_seconds else None,
                    "train_samples_per_s": train_output.metrics.get("train_samples_per_second"),
                    "peak_memory_mb": peak_memory_mb()},
         "data": fingerprint,

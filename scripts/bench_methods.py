@@ -1,0 +1,194 @@
+"""Efficiency of every method in one run: median train-step time, eval throughput, peak memory, params.
+
+Each (method, budget) runs in its own subprocess (a clean peak-memory reading), through the same
+engine and method code as real runs, on a RoBERTa-base-width model with random weights and synthetic
+batches. Rounds alternate the order of methods so that machine drift hits all of them alike.
+
+    python scripts/bench_methods.py                       # CPU: 2 layers, batch 16, length 128
+    python scripts/bench_methods.py --layers 12 --steps 50   # unchanged on a GPU (CUDA events, max_memory_allocated)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+METHODS = [("full_ft", None), ("bitfit", None)] + [
+    (m, b) for b in ("small", "large") for m in ("h_adapter", "p_adapter", "lora", "adalora", "dora")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=50265)
+    p.add_argument("--hidden", type=int, default=768, help="768 = RoBERTa-base width (smaller only for smoke tests)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=6, help="measured optimizer steps per round")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--methods", default="all", help="comma list of method[:budget], or all")
+    p.add_argument("--out", default="results/bench_methods.json")
+    p.add_argument("--in-process", action="store_true",
+                   help="no subprocess per method (fast smoke test; peak memory is then not per method)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---- worker: one method in one process ----------------------------------------------------------
+
+def worker(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from hydra import compose, initialize_config_module
+    from transformers import RobertaConfig, RobertaForSequenceClassification, TrainingArguments, default_data_collator
+
+    from dora_bench.engine import BenchTrainer
+    from dora_bench.methods import apply_method
+
+    torch.set_num_threads(args.threads)
+    method, budget = args.worker.split(":")
+    total = args.warmup + args.steps
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["task=qnli", "model=roberta_base", f"method={method}",
+                                           f"budget={budget or 'small'}"])
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=12 if args.hidden % 12 == 0 else 4, intermediate_size=4 * args.hidden, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1))
+    handle = apply_method(model, cfg, total)
+    hook_seconds = []
+    hook = handle.after_optimizer_step
+
+    def timed_hook(step):
+        started = time.perf_counter()
+        hook(step)
+        hook_seconds.append(time.perf_counter() - started)
+    handle.after_optimizer_step = timed_hook
+
+    g = torch.Generator().manual_seed(0)
+    n = args.batch * total
+    data = Dataset.from_dict({"input_ids": torch.randint(3, args.vocab, (n, args.seq_len), generator=g).tolist(),
+                              "attention_mask": [[1] * args.seq_len] * n,
+                              "labels": torch.randint(0, 2, (n,), generator=g).tolist()})
+    targs = TrainingArguments(output_dir="/tmp/bench_methods", max_steps=total, per_device_train_batch_size=args.batch,
+                              per_device_eval_batch_size=args.batch, learning_rate=1e-4, report_to="none",
+                              save_strategy="no", eval_strategy="no", disable_tqdm=True, logging_strategy="no")
+    trainer = BenchTrainer(model=handle.model, args=targs, train_dataset=data, data_collator=default_data_collator)
+    eval_set = data.select(range(args.batch * 2))
+    trainer.setup_bench(handle, lambda t: {"score": 0.0, "n": len(t.predict(eval_set).predictions)}, "bench")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    steps = trainer.step_timer.step_times()[args.warmup:]
+    started = time.perf_counter()
+    trainer.evaluate()
+    eval_seconds = time.perf_counter() - started
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"method": method, "budget": budget or None, "step_s": statistics.median(steps),
+            "hook_share": sum(hook_seconds[args.warmup:]) / sum(steps),
+            "eval_samples_per_s": len(eval_set) / eval_seconds, "peak_memory_mb": peak,
+            "trainable_paper": handle.paper_trainable_params(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+def selected(spec: str) -> list[tuple[str, str | None]]:
+    if spec == "all":
+        return METHODS
+    chosen = []
+    for item in spec.split(","):
+        method, _, budget = item.partition(":")
+        chosen += [(m, b) for m, b in METHODS if m == method and (not budget or b == budget)]
+    return chosen
+
+
+def run_worker(args, method: str, budget: str | None) -> dict:
+    if args.in_process:
+        return worker(argparse.Namespace(**{**vars(args), "worker": f"{method}:{budget or ''}"}))
+    command = [sys.executable, __file__, "--worker", f"{method}:{budget or ''}", "--layers", str(args.layers),
+               "--vocab", str(args.vocab), "--hidden", str(args.hidden), "--batch", str(args.batch),
+               "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--threads", str(args.threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method}:{budget} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(args) -> list[dict]:
+    runs: dict[tuple, list[dict]] = {}
+    order = selected(args.methods)
+    for round_ in range(args.rounds):
+        for method, budget in (order if round_ % 2 == 0 else order[::-1]):
+            print(f"  round {round_ + 1}: {method} {budget or ''}", file=sys.stderr, flush=True)
+            runs.setdefault((method, budget), []).append(run_worker(args, method, budget))
+    rows = []
+    for (method, budget), samples in runs.items():
+        row = dict(samples[0])
+        for key in ("step_s", "hook_share", "eval_samples_per_s", "peak_memory_mb"):
+            row[key] = statistics.median(s[key] for s in samples)
+        rows.append(row)
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Step time and memory relative to LoRA of the same budget and to Full FT."""
+    lora = {r["budget"]: r for r in rows if r["method"] == "lora"}
+    full = next((r for r in rows if r["method"] == "full_ft"), None)
+    for r in rows:
+        ref = lora.get(r["budget"])
+        r["step_vs_lora"] = r["step_s"] / ref["step_s"] if ref else None
+        r["memory_vs_lora"] = r["peak_memory_mb"] / ref["peak_memory_mb"] if ref else None
+        r["step_vs_full_ft"] = r["step_s"] / full["step_s"] if full else None
+    adalora = {r["budget"]: r for r in rows if r["method"] == "adalora"}
+    for r in rows:
+        if r["method"] == "dora" and r["budget"] in adalora:
+            r["step_vs_adalora"] = r["step_s"] / adalora[r["budget"]]["step_s"]
+    return rows
+
+
+def markdown(rows: list[dict], args) -> str:
+    fmt = lambda x, spec=".3f": "—" if x is None else format(x, spec)  # noqa: E731
+    lines = [f"Device {rows[0]['device']}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} × "
+             f"length {args.seq_len}, {args.threads} threads, median of {args.steps} steps × {args.rounds} round(s).",
+             "", "| method | budget | params (paper) | step s | ×LoRA | ×Full FT | eval samples/s | peak MB | ×LoRA mem |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['budget'] or '—'} | {r['trainable_paper']:,} | {fmt(r['step_s'])} | "
+                     f"{fmt(r['step_vs_lora'])} | {fmt(r['step_vs_full_ft'])} | {fmt(r['eval_samples_per_s'], '.1f')} | "
+                     f"{fmt(r['peak_memory_mb'], '.0f')} | {fmt(r['memory_vs_lora'])} |")
+    for r in rows:
+        if r["method"] == "dora":
+            lines.append(f"\nDoRA ({r['budget']}): step ×LoRA {fmt(r['step_vs_lora'])}, memory ×LoRA "
+                         f"{fmt(r['memory_vs_lora'])}, step ×AdaLoRA {fmt(r.get('step_vs_adalora'))}, controller "
+                         f"share of a step {100 * r['hook_share']:.3f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    rows = ratios(measure(args))
+    report = markdown(rows, args)
+    print(report)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"args": vars(args), "rows": rows, "markdown": report}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
