@@ -166,11 +166,13 @@ def ranks_agree(handle) -> dict[str, Any]:
 
 
 def run_fingerprint(cfg: DictConfig, seed: int) -> str:
-    """Identifies what a checkpoint was trained for: everything that changes the numbers."""
-    keys = ("task", "method", "budget", "model", "data", "trainer")
-    spec = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
+    """Identifies what a checkpoint was trained for: everything that can change the numbers."""
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("seeds", "force", "report", "results_dir", "cache_dir", "keep_checkpoints"):
+        spec.pop(key, None)
     spec["trainer"].pop("progress_bar", None)
-    return hashlib.sha256(json.dumps([spec, seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    spec["seed"] = seed
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:

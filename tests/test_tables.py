@@ -1,0 +1,213 @@
+"""dora-bench-tables on synthetic result files written here: cells, paper column, gaps, bad files, Figure 2."""
+import subprocess
+import sys
+
+import pytest
+
+from dora_bench import tables
+from dora_bench.results import SCHEMA_VERSION, write_result
+
+LORA_R2 = 331_776  # LoRA r=2 on RoBERTa-base's 72 matrices: the paper's 0.33M
+
+
+def put(root, task, method, budget=None, seed=1, score=80.0, *, model="roberta_base", tag="", status="complete",
+        metrics=None, method_cfg=None, top_cfg=None, rank=None, params=LORA_R2, timing=None, epochs=None, **extra):
+    """Write one result file the way run.py lays it out (only the fields the tables read)."""
+    rank = rank if rank is not None else {"small": 2, "large": 8}.get(budget)
+    config = {"task": {"name": task, "reg_coefficient": 0.5}, "method": {"name": method, **(method_cfg or {})},
+              "budget": {"name": budget, "rank": rank}, "model": {"name": model}, "tag": tag, **(top_cfg or {})}
+    record = {"schema": SCHEMA_VERSION, "status": status, "task": task, "method": method, "budget": budget,
+              "model": model, "tag": tag, "seed": seed, "config": config, "env": {"device": "cpu"}}
+    if status == "complete":
+        metrics = {"score": score, **(metrics or {})}
+        record |= {"epochs": epochs or [{"epoch": 1.0, "step": 10, "metrics": metrics}],
+                   "selected": {"rule": "best", "score": score, "metrics": metrics, "epoch": 1.0, "step": 10},
+                   "params": {"trainable_paper": params, "trainable_with_head": params + 10, "total": 10**6},
+                   "timing": timing or {"train_runtime_s": 60.0, "peak_memory_mb": 1000.0}, "train": {}}
+    else:
+        record["error"] = "RuntimeError: boom"
+    record |= extra
+    name = method + (f"-{budget}" if budget else "") + tag
+    path = root / "runs" / model / task / name / f"seed={seed}.json"
+    write_result(path, record)
+    return path
+
+
+def render(root, *args):
+    assert tables.main(["--results", str(root), *args]) == 0
+    return {p.stem: p.read_text() for p in (root / "tables").glob("*.md")}
+
+
+def row(text, *labels):
+    """The markdown row whose first cells are `labels`, split into cells."""
+    prefix = "| " + " | ".join(labels) + " |"
+    matches = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(matches) == 1, (prefix, text)
+    return [c.strip() for c in matches[0].strip("|").split("|")]
+
+
+def cell(text, labels, column):
+    header = next(line for line in text.splitlines() if line.startswith("| Method") or line.startswith("| Variant")
+                  or line.startswith("| Final budget"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return row(text, *labels)[names.index(column)], row(text, *labels)[names.index(column) + 1]
+
+
+def test_table2_cells_paper_column_gaps_and_failed_seeds(tmp_path):
+    for seed, score in zip((1, 2, 3), (78.0, 80.0, 82.0)):
+        put(tmp_path, "rte", "lora", "small", seed, score)
+    put(tmp_path, "rte", "lora", "small", 4, status="failed")
+    put(tmp_path, "mrpc", "dora", "small", 1, status="failed")
+    for i, task in enumerate(tables.GLUE):
+        put(tmp_path, task, "full_ft", None, 1, 80.0 + i, params=124_645_632)
+    t2 = render(tmp_path)["table2"]
+
+    assert cell(t2, ("LoRA", "small"), "rte") == ("80.00 ± 1.63 (3, 1 failed)", "78.63 (+1.37)")
+    assert cell(t2, ("LoRA", "small"), "mrpc") == ("—", "88.68")             # missing: never invented
+    assert row(t2, "LoRA", "small")[2:4] == ["0.33M", "0.33M"]             # params computed vs paper's
+    assert cell(t2, ("DoRA", "small"), "mrpc")[0] == "failed (1)"
+    assert row(t2, "LoRA", "small")[-2:] == ["—", "85.50"]                 # avg needs all eight tasks
+    full = row(t2, "Full FT", "—")
+    assert full[2] == "124.65M" and full[-2:] == ["83.50", "85.41 (-1.91)"]  # mean of 80..87
+    assert cell(t2, ("DoRA", "large"), "sst2") == ("—", "95.21")            # paper-only rows stay
+    assert "mean ± std (ddof=0)" in t2 and "best dev epoch" in t2
+
+
+def test_aggregation_options_change_cells_and_footnote(tmp_path):
+    for seed, score, last in ((1, 70.0, 60.0), (2, 71.0, 61.0), (3, 90.0, 62.0)):
+        epochs = [{"epoch": 1.0, "step": 5, "metrics": {"score": score}},
+                  {"epoch": 2.0, "step": 10, "metrics": {"score": last}}]
+        put(tmp_path, "cola", "lora", "large", seed, score, epochs=epochs)
+    t2 = render(tmp_path, "--agg", "median", "--ddof", "1", "--select", "last")["table2"]
+    assert cell(t2, ("LoRA", "large"), "cola")[0] == "61.00 ± 1.00 (3)"
+    assert "median ± std (ddof=1)" in t2 and "the last evaluated epoch" in t2
+    best = render(tmp_path, "--agg", "median")["table2"]
+    assert cell(best, ("LoRA", "large"), "cola")[0] == "71.00 ± 9.20 (3)"
+
+
+def test_corrupt_and_incomplete_files_are_reported_and_the_rest_rendered(tmp_path, capsys):
+    put(tmp_path, "rte", "lora", "small", 1, 75.0)
+    bad = tmp_path / "runs/roberta_base/rte/dora-small/seed=1.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema": 1, "status": "compl')                      # cut off mid-write
+    other = put(tmp_path, "rte", "bitfit", None, 1, 70.0)
+    other.write_text('{"hello": "world"}')
+    no_selected = put(tmp_path, "stsb", "lora", "small", 1, 88.0)
+    no_selected.write_text(no_selected.read_text().replace('"selected"', '"selected_old"'))
+    out = render(tmp_path)
+    t2 = out["table2"]
+    assert cell(t2, ("LoRA", "small"), "rte")[0] == "75.00 ± 0.00 (1)"
+    assert f"- {bad}: " in t2 and "unreadable" in t2 and f"- {other}: " in t2 and "not a dora-bench result" in t2
+    assert f"skipped {no_selected}: no selected metrics" in t2
+    assert cell(t2, ("LoRA", "small"), "stsb")[0] == "—"
+    assert str(bad) not in out["table4"]                                    # an rte file is no XSum table's business
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_squad_accepts_exact_and_exact_match_and_xsum_rouge(tmp_path):
+    put(tmp_path, "squad_v1", "lora", "large", metrics={"exact_match": 85.0, "f1": 91.0})
+    put(tmp_path, "squad_v2", "lora", "large", metrics={"exact": 79.0, "f1": 82.0})
+    put(tmp_path, "xsum", "dora", "small", model="bart_base", metrics={"rouge1": 39.0, "rouge2": 16.0, "rougeL": 31.0})
+    out = render(tmp_path)
+    assert cell(out["table3"], ("LoRA", "large"), "squad_v1 EM") == ("85.00 ± 0.00 (1)", "85.13 (-0.13)")
+    assert cell(out["table3"], ("LoRA", "large"), "squad_v2 EM") == ("79.00 ± 0.00 (1)", "79.25 (-0.25)")
+    assert cell(out["table3"], ("LoRA", "large"), "squad_v2 F1")[0] == "82.00 ± 0.00 (1)"
+    assert "## model: bart_base" in out["table4"] and "## model: roberta_base" not in out["table4"]
+    assert cell(out["table4"], ("DoRA", "small"), "rougeL") == ("31.00 ± 0.00 (1)", "31.36 (-0.36)")
+
+
+def test_dem_rows_come_from_the_config_not_the_tag(tmp_path):
+    put(tmp_path, "cola", "dora", "large", 1, 65.0, top_cfg={"dora": {"reg_coefficient": 0.3}})
+    put(tmp_path, "cola", "dora", "large", 1, 60.0, tag="-noDEM", top_cfg={"dora": {"reg_coefficient": 0.0}})
+    put(tmp_path, "cola", "dora", "large", 2, 61.0, tag="-x", method_cfg={"reg_coefficient": 0})  # method.* layout
+    out = render(tmp_path)
+    assert cell(out["table5"], ("with DEM", "large"), "cola") == ("65.00 ± 0.00 (1)", "65.35 (-0.35)")
+    assert cell(out["table5"], ("without DEM", "large"), "cola") == ("60.50 ± 0.50 (2)", "64.17 (-3.67)")
+    assert cell(out["table2"], ("DoRA", "large"), "cola")[0] == "65.00 ± 0.00 (1)"  # no-DEM runs stay out
+
+
+def test_initial_budget_rows_default_to_one_and_a_half_times_final(tmp_path):
+    for init in (2, 4):
+        put(tmp_path, "mrpc", "dora", "small", 1, 80.0 + init, tag=f"-init{init}",
+            top_cfg={"dora": {"initial_budget": init}})
+    put(tmp_path, "mrpc", "dora", "small", 1, 83.0, top_cfg={"dora": {"initial_budget": None}})   # Table 2 run
+    put(tmp_path, "mrpc", "dora", "small", 1, 99.0, tag="-init3", top_cfg={"dora": {"initial_budget": 3}})
+    t6 = render(tmp_path)["table6"]
+    assert cell(t6, ("2", "2"), "mrpc") == ("82.00 ± 0.00 (1)", "76.32 (+5.68)")
+    assert cell(t6, ("2", "3"), "mrpc")[0] == "83.00 ± 0.00 (1)"             # untagged file wins the seed
+    assert "ignored 1 file(s) repeating a seed" in t6 and "dora-small-init3" in t6
+    assert cell(t6, ("2", "8"), "mrpc") == ("—", "90.17")
+    t2 = render(tmp_path)["table2"]
+    assert cell(t2, ("DoRA", "small"), "mrpc")[0] == "83.00 ± 0.00 (1)"      # init 2/4 runs stay out
+
+
+def test_efficiency_minutes_per_epoch_memory_and_ratios_to_lora(tmp_path):
+    epochs = [{"epoch": 1.0, "step": 5, "metrics": {"score": 1}}, {"epoch": 2.0, "step": 10, "metrics": {"score": 1}}]
+    dora_timing = {"train_runtime_s": 330.0, "peak_memory_mb": 4400.0}
+    put(tmp_path, "qnli", "lora", "large", 1, timing={"train_runtime_s": 600.0, "peak_memory_mb": 4000.0}, epochs=epochs)
+    put(tmp_path, "qnli", "dora", "large", 1, tag="-epoch1", timing=dora_timing)
+    put(tmp_path, "qnli", "dora", "large", 2, tag="-epoch1", timing=dora_timing, train={"resumed_from": "checkpoint-5"})
+    out = render(tmp_path)
+    t9 = out["table9"]
+    lora, dora = row(t9, "LoRA", "large"), row(t9, "DoRA", "large")
+    assert lora[2:4] == ["5.00 ± 0.00 (1)", "7.20 (-2.20)"] and lora[4] == "1.00"
+    assert dora[2:8] == ["5.50 ± 0.00 (1)", "7.80 (-2.30)", "1.10", "1.08 (+0.02)", "4400 ± 0 (1)", "4112 (+288)"]
+    assert dora[8] == "1.10"
+    assert row(t9, "Full FT")[2:4] == ["—", "10.30"]                       # paper-only row
+    assert "resumed run" in t9
+    assert cell(out["table2"], ("DoRA", "large"), "qnli")[0] == "—"          # tagged 1-epoch runs: not Table 2's
+    assert cell(out["table2"], ("LoRA", "large"), "qnli")[0] == "80.00 ± 0.00 (1)"
+
+
+def test_figure2_heatmap_from_rank_patterns(tmp_path):
+    def pattern(q, f2):  # RoBERTa-style names as DoRA stores them; AdaLoRA stores boolean masks
+        names = {}
+        for layer in range(2):
+            prefix = f"roberta.encoder.layer.{layer}."
+            names |= {prefix + "attention.self.query": q + layer, prefix + "attention.self.key": 1,
+                      prefix + "attention.self.value": 1, prefix + "attention.output.dense": 2,
+                      prefix + "intermediate.dense": 3, prefix + "output.dense": f2}
+        return names
+    for seed, q in ((1, 2), (2, 4)):
+        put(tmp_path, "sst2", "dora", "small", seed, method_summary={"rank_pattern": pattern(q, 0)})
+        put(tmp_path, "sst2", "dora", None, seed, rank=16, method_summary={"rank_pattern": pattern(q + 10, 5)})
+    put(tmp_path, "sst2", "adalora", "small", 1, method_summary={"rank_pattern": {
+        "base_model.model.roberta.encoder.layer.0.output.dense": [True, False, True], "classifier.dense": 3}})
+    put(tmp_path, "cola", "dora", "small", 1, method_summary={"rank_pattern": pattern(9, 9)})  # not SST-2: unused
+    render(tmp_path)
+    png = tmp_path / "tables/figure2.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    md = (tmp_path / "tables/figure2.md").read_text()
+    assert "## DoRA, final budget 2: sst2, roberta_base, seeds [1, 2]" in md
+    assert "| Wq | 3.0 | 4.0 | 7.0 |" in md and "| Wf2 | 0.0 | 0.0 | 0.0 |" in md  # mean over seeds, per layer
+    assert "## DoRA, final budget 16" in md and "| Wq | 13.0 | 14.0 | 27.0 |" in md
+    assert "| Wf2 | 2.0 |" in md and "classifier.dense" in md and "9.0" not in md
+
+
+def test_figure2_falls_back_to_other_tasks_and_maps_bart_names(tmp_path):
+    assert tables.matrix_of("model.encoder.layers.3.self_attn.k_proj") == ("enc Wk", 3)
+    assert tables.matrix_of("model.decoder.layers.0.encoder_attn.out_proj") == ("cross Wo", 0)
+    assert tables.matrix_of("model.decoder.layers.5.fc2") == ("dec Wf2", 5)
+    assert tables.matrix_of("roberta.encoder.layer.11.attention.output.dense") == ("Wo", 11)
+    assert tables.matrix_of("roberta.encoder.layer.11.output.dense") == ("Wf2", 11)
+    assert tables.matrix_of("classifier.out_proj") is None
+    put(tmp_path, "xsum", "dora", "small", model="bart_base",
+        method_summary={"rank_pattern": {"model.decoder.layers.0.encoder_attn.q_proj": 3}})
+    render(tmp_path)
+    md = (tmp_path / "tables/figure2.md").read_text()
+    assert "fell back to xsum" in md and "| cross Wq | 3.0 | 3.0 |" in md
+
+
+@pytest.mark.parametrize("args,code", [((), 0), (("--model", "nope"), 0)])
+def test_console_module_runs(tmp_path, args, code):
+    put(tmp_path, "rte", "lora", "small", 1, 77.0)
+    out = subprocess.run([sys.executable, "-m", "dora_bench.tables", "--results", str(tmp_path),
+                          "--out", str(tmp_path / "t"), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == code, out.stderr
+    table2 = (tmp_path / "t/table2.md").read_text()
+    assert ("77.00" in table2) == (not args) and (tmp_path / "t/figure2.png").exists()
+
+
+def test_missing_results_directory_is_an_error(tmp_path, capsys):
+    assert tables.main(["--results", str(tmp_path / "nowhere")]) == 2
+    assert "no results under" in capsys.readouterr().err
