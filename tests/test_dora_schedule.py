@@ -1,0 +1,210 @@
+"""Pruning events of both schedules on hand-built cases, checked against hand counts and an
+independent float64 re-computation of the smoothed scores."""
+import pytest
+import torch
+from torch import nn
+
+from dora_bench.dora import DoraConfig, apply_dora
+from dora_bench.dora.schedule import AuthorsCodeSchedule
+
+SHAPES = {"first": (4, 6), "second": (6, 5), "third": (5, 8), "fourth": (8, 3)}
+
+
+def build(n_layers, total_steps, **overrides):
+    torch.manual_seed(0)
+    names = list(SHAPES)[:n_layers]
+    model = nn.ModuleDict({name: nn.Linear(*SHAPES[name]) for name in names})
+    config = DoraConfig(target_modules=names, **({"final_budget": 2, "reg_coefficient": 0.0} | overrides))
+    return apply_dora(model, config, total_steps)
+
+
+def c_values(controller, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(layer.rank, generator=gen) for name, layer in controller.layers.items()}
+
+
+def write_c(controller, values):
+    """Stand-in for an optimizer step that moves c (pruned components included)."""
+    with torch.no_grad():
+        for name, layer in controller.layers.items():
+            layer.c.copy_(values[name])
+
+
+def reference_shares(layer):
+    A, B, c = (p.detach().double() for p in (layer.A, layer.B, layer.c))
+    updates = [c[k] * torch.outer(B[:, k], A[k]) for k in range(len(c))]
+    total = torch.linalg.matrix_norm(sum(updates))
+    return torch.stack([torch.linalg.matrix_norm(u) for u in updates]) / (total + 1e-8)
+
+
+class Reference:
+    """Float64 EMA of the materialised shares, in module order."""
+
+    def __init__(self, controller):
+        self.controller = controller
+        self.scores = torch.zeros(len(controller.layers), controller.config.initial_budget, dtype=torch.float64)
+
+    def update(self):
+        raw = torch.stack([reference_shares(layer) for layer in self.controller.layers.values()])
+        self.scores = 0.9 * self.scores + 0.1 * raw
+
+    def assert_matches(self):
+        got = torch.stack(list(self.controller.scores.values())).double()
+        assert torch.allclose(got, self.scores, rtol=1e-5, atol=1e-7)
+
+
+def current_c(controller):
+    return torch.stack([layer.c.detach().clone() for layer in controller.layers.values()])
+
+
+def test_authors_code_events_and_counts_with_non_integer_offset():
+    # T = 33: 0.15·T = 4.95, so p = int(t − 4.95) is 0 at t = 4 and t = 5; P = int(0.35·33) = 11.
+    controller = build(3, total_steps=33, prune_interval=5, schedule="authors_code")
+    assert controller.final_step == 16
+    # N = 9 components; k = max(1, int(9 · (1/3) · (p/11)³)) for p = 0, 0, 5, 10, 11.
+    expected_k = {4: 1, 5: 1, 10: 1, 15: 2, 16: 3}
+    values = c_values(controller)
+    reference = Reference(controller)
+    for t in range(1, 17):
+        write_c(controller, values)
+        reference.update()
+        controller.step(t)
+        reference.assert_matches()
+        if t in expected_k:
+            order = torch.argsort(reference.scores.flatten())
+            pruned = torch.zeros(9, dtype=torch.bool)
+            pruned[order[: expected_k[t]]] = True
+            assert torch.equal(current_c(controller).flatten() == 0, pruned), t
+    assert [event["step"] for event in controller.history] == list(expected_k)
+    assert [9 - event["kept"] for event in controller.history] == list(expected_k.values())
+    assert sum(controller.rank_pattern().values()) == 6
+
+
+def test_authors_code_mask_is_frozen_after_P():
+    controller = build(3, total_steps=20, prune_interval=3, schedule="authors_code")
+    # 0.15·20 = 3: events at p = 0, 3, 6 (t = 3, 6, 9) and at p = P = 7 (t = 10).
+    assert controller.final_step == 10
+    values = c_values(controller)
+    for t in range(1, 11):
+        write_c(controller, values)
+        controller.step(t)
+    assert [event["step"] for event in controller.history] == [3, 6, 9, 10]
+    frozen = current_c(controller) != 0
+    scores = controller.scores
+    for t in range(11, 21):
+        write_c(controller, c_values(controller, seed=t))
+        controller.step(t)
+        assert torch.equal(current_c(controller) != 0, frozen)
+    after = current_c(controller)
+    assert torch.equal(after[frozen], torch.stack(list(c_values(controller, seed=20).values()))[frozen])
+    assert all(torch.equal(scores[name], controller.scores[name]) for name in scores)  # no EMA after P
+    assert len(controller.history) == 4
+
+
+def test_authors_code_prunes_ties_at_threshold():
+    # All c = 0 gives all scores 0: the first event (k = 1) prunes every tied component.
+    controller = build(3, total_steps=20, prune_interval=3, schedule="authors_code")
+    for t in range(1, 4):
+        controller.step(t)
+    assert controller.history == [{"step": 3, "budget": 3.0, "kept": 0}]
+
+    schedule = AuthorsCodeSchedule(DoraConfig(target_modules=".*", final_budget=1, initial_budget=3), 100)
+    scores = torch.tensor([[0.1, 0.2, 0.2], [0.2, 0.5, 0.6]])
+    t = 50  # p = 35 = P: k = max(1, int(6 · (2/3))) = 4 → threshold 0.2, all three 0.2s pruned
+    expected = torch.tensor([[False, False, False], [False, True, True]])
+    assert torch.equal(schedule.keep_mask(t, scores), expected)
+
+
+def test_authors_code_rejects_too_few_steps():
+    with pytest.raises(ValueError, match="total_steps=2"):
+        build(1, total_steps=2, schedule="authors_code")
+
+
+def test_paper_schedule_global_pruning_keeps_final_budget():
+    # T = 40: t_i = 6, T − t_f = 20, Δ = 4 → events at 6, 10, 14, 18 and the final one at 20.
+    controller = build(4, total_steps=40, prune_interval=4)
+    assert controller.final_step == 20
+    values = c_values(controller, seed=3)
+    reference = Reference(controller)
+    for t in range(1, 21):
+        write_c(controller, values)
+        reference.update()
+        controller.step(t)
+        reference.assert_matches()
+    # b(t) = 2 + (1 − (t − 6)/14)³ and kept = int(4·b(t)).
+    assert [(e["step"], e["kept"]) for e in controller.history] == [(6, 12), (10, 9), (14, 8), (18, 8), (20, 8)]
+    top = torch.zeros(12, dtype=torch.bool)
+    top[torch.argsort(reference.scores.flatten(), descending=True)[:8]] = True
+    assert torch.equal(current_c(controller).flatten() != 0, top)
+    ranks = controller.rank_pattern()
+    assert sum(ranks.values()) == 8 and len(set(ranks.values())) > 1  # allocation is global, not per matrix
+    expected_count = sum(ranks[name] * sum(SHAPES[name]) for name in ranks)
+    assert controller.trainable_parameter_count() == expected_count
+    assert controller.initial_parameter_count() == sum(3 * (sum(SHAPES[name]) + 1) for name in SHAPES)
+
+
+def test_pruned_component_regrows_between_events_but_not_after_final_mask():
+    controller = build(2, total_steps=40, prune_interval=4)
+    values = c_values(controller)
+    for t in range(1, 11):
+        write_c(controller, values)
+        controller.step(t)
+    pruned = current_c(controller) == 0  # event at t = 10 kept int(2·2.36) = 4 of 6
+    assert pruned.sum() == 2
+    regrown = torch.where(pruned, torch.full_like(pruned, 0.7, dtype=torch.float), current_c(controller))
+    write_c(controller, dict(zip(controller.layers, regrown)))
+    controller.step(11)  # no event: the optimizer's value stays
+    assert torch.equal(current_c(controller), regrown)
+    for t in range(12, 21):
+        write_c(controller, values)
+        controller.step(t)
+    final = current_c(controller) != 0
+    scores_before = controller.scores
+    write_c(controller, {name: torch.full((3,), 0.7) for name in controller.layers})
+    controller.step(21)
+    assert torch.equal(current_c(controller) != 0, final)
+    # The paper's algorithm keeps smoothing after the final mask (it no longer matters).
+    assert any(not torch.equal(scores_before[n], controller.scores[n]) for n in scores_before)
+
+
+@pytest.mark.parametrize("schedule, last_regularised", [("paper", 19), ("authors_code", 20)])
+def test_dem_is_active_only_before_the_final_phase(schedule, last_regularised):
+    # T = 40: paper regularises steps t < T − t_f = 20; authors_code steps with p ≤ P (t ≤ 20).
+    controller = build(2, total_steps=40, prune_interval=4, schedule=schedule, reg_coefficient=0.5)
+    values = c_values(controller)
+    for t in range(1, 41):
+        penalty = controller.regularization()  # the loss of step t
+        assert (penalty.item() > 0) == (t <= last_regularised), t
+        assert penalty.requires_grad == (t <= last_regularised)
+        write_c(controller, values)
+        controller.step(t)
+
+
+def test_zero_reg_coefficient_disables_dem():
+    controller = build(2, total_steps=40)
+    assert controller.regularization().item() == 0
+
+
+def test_state_dict_rejects_other_layout():
+    state = build(2, total_steps=40).state_dict()
+    with pytest.raises(ValueError, match="total_steps"):
+        build(2, total_steps=50).load_state_dict(state)
+    with pytest.raises(ValueError, match="layer_names"):
+        build(3, total_steps=40).load_state_dict(state)
+
+
+def test_controller_follows_model_moved_after_injection():
+    controller = build(2, total_steps=40, reg_coefficient=0.5)
+    model_layers = list(controller.layers.values())
+    for layer in model_layers:
+        layer.to(torch.float64)
+    values = c_values(controller)
+    for t in range(1, 22):
+        write_c(controller, {name: v.double() for name, v in values.items()})
+        controller.step(t)
+    assert sum(controller.rank_pattern().values()) == 4
+    assert controller.regularization().item() == 0
+    for layer in model_layers:
+        layer.to("meta")
+    controller.step(22)  # a final-phase step: scores and masks must move to the new device
+    assert all(score.device.type == "meta" for score in controller.scores.values())
