@@ -60,7 +60,8 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=12 if args.hidden % 12 == 0 else 4, intermediate_size=4 * args.hidden, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1))
+        num_attention_heads=12 if args.hidden % 12 == 0 else 4, intermediate_size=4 * args.hidden,
+        max_position_embeddings=514, type_vocab_size=1, pad_token_id=1))
     handle = apply_method(model, cfg, total)
     hook_seconds = []
     hook = handle.after_optimizer_step
@@ -135,7 +136,7 @@ def measure(args) -> list[dict]:
             print(f"  round {round_ + 1}: {method} {budget or ''}", file=sys.stderr, flush=True)
             runs.setdefault((method, budget), []).append(run_worker(args, method, budget))
     rows = []
-    for (method, budget), samples in runs.items():
+    for samples in runs.values():
         row = dict(samples[0])
         for key in ("step_s", "hook_share", "eval_samples_per_s", "peak_memory_mb"):
             row[key] = statistics.median(s[key] for s in samples)
