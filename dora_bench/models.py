@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from dora_bench.errors import UserError
+from dora_bench.hub import hub_offline
 
 MODEL_CLASSES = {
     "seq_cls": AutoModelForSequenceClassification,
@@ -33,10 +34,6 @@ MODEL_CLASSES = {
     "seq2seq": AutoModelForSeq2SeqLM,
 }
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def resolve_model_path(model_cfg: DictConfig, cache_dir: str) -> str:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import platform
 import resource
 import shutil
 import subprocess
-import tempfile
 import time
 import traceback
 from statistics import median
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
 
@@ -37,6 +38,9 @@ def world() -> tuple[int, int]:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that would otherwise fail deep inside training, or silently."""
+    if cfg.task.head not in cfg.model.heads:
+        raise UserError(f"task={cfg.task.name} needs a {cfg.task.head} model but model={cfg.model.name} has "
+                        f"{', '.join(cfg.model.heads)} heads; models with one: {', '.join(models_with_head(cfg.task.head))}")
     t = cfg.trainer
     if not t.learning_rate > 0:
         raise UserError(f"trainer.learning_rate={t.learning_rate} must be > 0")
@@ -54,14 +58,19 @@ def validate(cfg: DictConfig) -> None:
     _check_writable(Path(cfg.results_dir))
 
 
+def models_with_head(head: str) -> list[str]:
+    folder = importlib.resources.files("dora_bench.conf") / "model"
+    configs = (yaml.safe_load(p.read_text()) for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(c["name"] for c in configs if head in c.get("heads", ()))
+
+
 def _check_writable(folder: Path) -> None:
-    """Fail before training, not after hours of it, when results cannot be saved."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise UserError(f"results_dir={str(folder)!r} is not writable ({err.strerror or err})") from None
+    """Fail before training, not after hours of it, when results cannot be saved (nothing is created)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"results_dir={str(folder)!r} is not writable ({existing} is not a writable folder)")
 
 
 def run_seed(cfg: DictConfig, seed: int) -> dict[str, Any]:

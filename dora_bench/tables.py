@@ -27,7 +27,7 @@ METHOD_LABELS = {"full_ft": "Full FT", "bitfit": "BitFit", "h_adapter": "H-Adapt
                  "lora": "LoRA", "adalora": "AdaLoRA", "dora": "DoRA"}
 VARIANT_LABELS = {"with_dem": "with DEM", "without_dem": "without DEM"}
 # Table metric name -> keys accepted in a result's metrics (SQuAD v1 writes exact_match, v2 exact).
-METRIC_KEYS = {"em": ("exact_match", "exact")}
+METRIC_KEYS = {"em": ("exact_match", "exact"), "rougeL": ("rougeL", "rougeLsum")}
 # Where a pruning method keeps its initial budget (DoRA: b(0); AdaLoRA: init_r); null means 1.5x final.
 INITIAL_BUDGET_KEYS = ("initial_budget", "init_r")
 

@@ -81,3 +81,43 @@ def run_cli(*overrides: str, cwd: Path, script: str = "dora_bench", timeout: int
 
 TINY = ("model=tiny_roberta", "trainer.epochs=2", "trainer.batch_size=8", "trainer.logging_steps=1",
         "trainer.progress_bar=false")
+
+
+def squad_articles(rng: random.Random, n_questions: int, version_2: bool) -> dict:
+    """An official-layout SQuAD file: short questions, answers cut from the context at their offsets."""
+    paragraphs = []
+    for p in range(0, n_questions, 3):
+        context = " ".join(sentence(rng) for _ in range(3))
+        qas = []
+        for q in range(p, min(p + 3, n_questions)):
+            start = rng.randrange(0, len(context) - 12)
+            text = context[start:start + rng.randint(3, 10)]
+            qa = {"id": f"q{q}", "question": f"what {rng.choice(WORDS)}?", "answers": [
+                {"text": text, "answer_start": start}, {"text": text, "answer_start": start}]}
+            if version_2:
+                qa["is_impossible"] = q % 3 == 2
+                if qa["is_impossible"]:
+                    qa["plausible_answers"], qa["answers"] = qa["answers"], []
+            qas.append(qa)
+        paragraphs.append({"context": context, "qas": qas})
+    return {"version": "v2.0" if version_2 else "1.1", "data": [{"title": "Synthetic", "paragraphs": paragraphs}]}
+
+
+def write_squad(root: Path, version_2: bool, n_train: int = 24, n_dev: int = 12) -> Path:
+    """`data.dir` for task=squad_v1|squad_v2 with the official file names."""
+    rng = random.Random(1)
+    names = ("train-v2.0.json", "dev-v2.0.json") if version_2 else ("train-v1.1.json", "dev-v1.1.json")
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in zip(names, (n_train, n_dev)):
+        (root / name).write_text(json.dumps(squad_articles(rng, n, version_2)), encoding="utf-8")
+    return root
+
+
+def write_xsum(root: Path, n_train: int = 16, n_dev: int = 6) -> Path:
+    """`data.dir` for task=xsum: JSONL with document (one sentence a line), summary and id."""
+    rng = random.Random(2)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.jsonl", n_train), ("validation.jsonl", n_dev)):
+        write_jsonl(root / name, [{"id": str(i), "document": "\n".join(sentence(rng) for _ in range(4)),
+                                   "summary": sentence(rng)} for i in range(n)])
+    return root

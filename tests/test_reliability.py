@@ -147,3 +147,11 @@ def test_no_remote_code_no_pickles_no_callables_from_the_command_line():
     for call in re.findall(r"torch\.load\([^)]*\)", source):
         assert "weights_only=True" in call, call
     assert "use_safetensors=True" in source
+
+
+def test_task_and_model_heads_must_match(tmp_path, glue_dir, cache_dir):
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):
+        bad = compose("config", overrides=["task=xsum", "model=tiny_roberta", f"results_dir={tmp_path}"])
+    with pytest.raises(UserError, match="task=xsum needs a seq2seq model but model=tiny_roberta has seq_cls, qa heads; "
+                                        "models with one: bart_base, tiny_bart"):
+        run_seed(bad, 1)

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from omegaconf import DictConfig
 
+from dora_bench import results
 from dora_bench.errors import UserError
+from dora_bench.hub import hub_offline
 
 
 @dataclass
@@ -74,3 +77,66 @@ def limit(dataset: Dataset, n: int | None, what: str, shuffle_seed: int | None =
     if len(dataset) == 0:
         raise UserError(f"{what}: the split is empty")
     return dataset
+
+
+# ---- loading helpers shared by the task families ------------------------------------------------
+
+def load_hub(hub_id: str, name: str | None, splits: dict[str, str], offline_hint: str) -> tuple[DatasetDict, dict]:
+    """Hub splits renamed to ours ({ours: hub split}); fails fast offline, naming the local-data overrides."""
+    what = hub_id + (f"/{name}" if name else "")
+    if hub_offline():
+        raise UserError(f"{what} would come from the hub, which is offline; {offline_hint}")
+    try:
+        hub = load_dataset(hub_id, name)
+    except (ConnectionError, OSError) as err:
+        raise UserError(f"cannot load {what} from the hub ({type(err).__name__}); {offline_hint}") from None
+    missing = [s for s in splits.values() if s not in hub]
+    if missing:
+        raise UserError(f"{what} has no split(s) {missing}; it has: {', '.join(hub)}")
+    loaded = DatasetDict({ours: hub[theirs] for ours, theirs in splits.items()})
+    return loaded, {"source": "hub", "id": what, "fingerprints": {k: v._fingerprint for k, v in loaded.items()}}
+
+
+def local_files(cfg: DictConfig, names_in_dir: dict[str, str]) -> dict[str, Path] | None:
+    """Explicit data.train_file + data.validation_file, or the given file names inside data.dir.
+
+    None when no local data was asked for (the caller then uses the hub).
+    """
+    data = cfg.data
+    if data.get("train_file") or data.get("validation_file"):
+        if not (data.get("train_file") and data.get("validation_file")):
+            raise UserError("data.train_file and data.validation_file must be given together")
+        files = {"train": Path(data.train_file), "validation": Path(data.validation_file)}
+    elif data.get("dir"):
+        root = Path(data.dir)
+        if not root.is_dir():
+            raise UserError(f"data.dir={str(root)!r} is not a directory")
+        files = {split: root / name for split, name in names_in_dir.items()}
+        missing = [path.name for path in files.values() if not path.is_file()]
+        if missing:
+            raise UserError(f"data.dir={str(root)!r} has no {', '.join(missing)}; expected "
+                            f"{', '.join(names_in_dir.values())} (other names: task.data_files.<split>=, "
+                            "or data.train_file= / data.validation_file=)")
+    else:
+        return None
+    for split, path in files.items():
+        if not path.is_file():
+            raise UserError(f"{split} file {str(path)!r} does not exist")
+    return files
+
+
+def local_fingerprint(files: dict[str, Path]) -> dict:
+    return {"source": "local", "files": {s: {"path": str(p), "sha256": file_sha256(p)} for s, p in files.items()}}
+
+
+def write_predictions(cfg: DictConfig, trainer, filename: str, text: str) -> Path | None:
+    """Write `<result file stem>.predictions/<filename>` on the main process (the latest epoch overwrites).
+
+    A folder, not `seed=N.predictions.json`: result files are found by the pattern `seed=*.json`.
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    # The Trainer's seed is the run's seed: TaskData is built before the seed is known to the task.
+    path = results.result_path(cfg, trainer.args.seed).with_suffix(".predictions") / filename
+    results.atomic_write_text(path, text)
+    return path

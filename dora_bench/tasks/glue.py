@@ -1,7 +1,6 @@
 """GLUE on an encoder: load (hub, GLUE TSV folders, or JSONL/CSV files) → tokenise → metrics."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import DataCollatorWithPadding
 
 from dora_bench.errors import UserError
-from dora_bench.tasks import TaskData, cached_map, file_sha256, limit
+from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_fingerprint
 
 
 @dataclass(frozen=True)
@@ -70,10 +69,11 @@ def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
     spec = spec_for(cfg)
     files = _local_files(cfg, spec)
     if files is None:
-        return _load_hub(cfg, spec)
+        hint = (f"pass data.dir=<folder with GLUE {cfg.task.name} TSVs> "
+                "(or data.train_file= / data.validation_file=)")
+        return load_hub(HUB_ID, cfg.task.name, {"train": "train"} | {k: HUB_SPLITS[k] for k in spec.eval_files}, hint)
     splits = DatasetDict({split: _read_file(path, spec, cfg.task.name) for split, path in files.items()})
-    return splits, {"source": "local", "files": {s: {"path": str(p), "sha256": file_sha256(p)}
-                                                 for s, p in files.items()}}
+    return splits, local_fingerprint(files)
 
 
 def _local_files(cfg: DictConfig, spec: GlueSpec) -> dict[str, Path] | None:
@@ -164,21 +164,6 @@ def _label(value, spec: GlueSpec, where: str):
         return int(text)
     allowed = list(spec.labels or ()) + [str(i) for i in range(spec.num_labels)]
     raise UserError(f"{where}: unknown label {value!r}; allowed: {', '.join(allowed)}")
-
-
-def _load_hub(cfg: DictConfig, spec: GlueSpec) -> tuple[DatasetDict, dict]:
-    offline_hint = (f"pass data.dir=<folder with GLUE {cfg.task.name} TSVs> "
-                    "(or data.train_file= / data.validation_file=)")
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"GLUE {cfg.task.name} would come from the hub ({HUB_ID}), which is offline; {offline_hint}")
-    try:
-        hub = load_dataset(HUB_ID, cfg.task.name)
-    except (ConnectionError, OSError) as err:
-        raise UserError(f"cannot load {HUB_ID}/{cfg.task.name} from the hub ({type(err).__name__}); "
-                        f"{offline_hint}") from None
-    splits = DatasetDict({"train": hub["train"], **{k: hub[HUB_SPLITS[k]] for k in spec.eval_files}})
-    return splits, {"source": "hub", "id": f"{HUB_ID}/{cfg.task.name}",
-                    "fingerprints": {k: v._fingerprint for k, v in splits.items()}}
 
 
 # ---- preprocess -------------------------------------------------------------------------------
