@@ -119,6 +119,11 @@ def local_files(cfg: DictConfig, names_in_dir: dict[str, str]) -> dict[str, Path
                             "or data.train_file= / data.validation_file=)")
     else:
         return None
+    return existing(files)
+
+
+def existing(files: dict[str, Path]) -> dict[str, Path]:
+    """The files, once each is known to exist (else an error naming the split and the path)."""
     for split, path in files.items():
         if not path.is_file():
             raise UserError(f"{split} file {str(path)!r} does not exist")

@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import DataCollatorWithPadding
 
 from dora_bench.errors import UserError
-from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_fingerprint
+from dora_bench.tasks import TaskData, cached_map, existing, limit, load_hub, local_fingerprint
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,7 @@ def _local_files(cfg: DictConfig, spec: GlueSpec) -> dict[str, Path] | None:
         files = _files_in_dir(Path(data.dir), cfg.task.name, spec)
     else:
         return None
-    for split, path in files.items():
-        if not path.is_file():
-            raise UserError(f"{split} file {str(path)!r} does not exist")
-    return files
+    return existing(files)
 
 
 def _files_in_dir(root: Path, task: str, spec: GlueSpec) -> dict[str, Path]:
