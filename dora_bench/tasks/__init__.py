@@ -134,6 +134,11 @@ def local_fingerprint(files: dict[str, Path]) -> dict:
     return {"source": "local", "files": {s: {"path": str(p), "sha256": file_sha256(p)} for s, p in files.items()}}
 
 
+def read_local(files: dict[str, Path], reader: Callable[[Path], Dataset]) -> tuple[DatasetDict, dict]:
+    """Each split read by the task's reader, and the fingerprint of the files it came from."""
+    return DatasetDict({split: reader(path) for split, path in files.items()}), local_fingerprint(files)
+
+
 def write_predictions(cfg: DictConfig, trainer, filename: str, text: str) -> Path | None:
     """Write `<result file stem>.predictions/<filename>` on the main process (the latest epoch overwrites).
 

@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import DataCollatorWithPadding
 
 from dora_bench.errors import UserError
-from dora_bench.tasks import TaskData, cached_map, existing, limit, load_hub, local_fingerprint
+from dora_bench.tasks import TaskData, cached_map, existing, limit, load_hub, read_local
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
         hint = (f"pass data.dir=<folder with GLUE {cfg.task.name} TSVs> "
                 "(or data.train_file= / data.validation_file=)")
         return load_hub(HUB_ID, cfg.task.name, {"train": "train"} | {k: HUB_SPLITS[k] for k in spec.eval_files}, hint)
-    splits = DatasetDict({split: _read_file(path, spec, cfg.task.name) for split, path in files.items()})
-    return splits, local_fingerprint(files)
+    return read_local(files, lambda path: _read_file(path, spec, cfg.task.name))
 
 
 def _local_files(cfg: DictConfig, spec: GlueSpec) -> dict[str, Path] | None:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding
 
 from dora_bench.errors import UserError
-from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_files, local_fingerprint, write_predictions
+from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_files, read_local, write_predictions
 
 FEATURES = Features({
     "id": Value("string"), "title": Value("string"), "context": Value("string"), "question": Value("string"),
@@ -45,8 +45,7 @@ def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
         hint = (f"pass data.dir=<folder with the official {names}> "
                 "(or data.train_file= / data.validation_file=)")
         return load_hub(t.hub_id, None, {"train": "train", "validation": "validation"}, hint)
-    splits = DatasetDict({split: read_squad_json(path, t.version_2) for split, path in files.items()})
-    return splits, local_fingerprint(files)
+    return read_local(files, lambda path: read_squad_json(path, t.version_2))
 
 
 def read_squad_json(path: Path, version_2: bool) -> Dataset:

@@ -15,7 +15,7 @@ from rouge_score import rouge_scorer
 from transformers import DataCollatorForSeq2Seq
 
 from dora_bench.errors import UserError, one_of
-from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_files, local_fingerprint, write_predictions
+from dora_bench.tasks import TaskData, cached_map, limit, load_hub, local_files, read_local, write_predictions
 
 COLUMNS = ("document", "summary")
 L_VARIANTS = ("rougeL", "rougeLsum")
@@ -36,8 +36,7 @@ def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
                 "(or data.train_file= / data.validation_file=, JSONL or CSV with document and summary columns)")
         raw, fingerprint = load_hub(t.hub_id, None, dict(t.splits), hint)
         return _drop_empty(raw, fingerprint)
-    splits = DatasetDict({split: read_pairs(path) for split, path in files.items()})
-    return splits, local_fingerprint(files)
+    return read_local(files, read_pairs)
 
 
 def read_pairs(path: Path) -> Dataset:
