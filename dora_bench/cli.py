@@ -28,8 +28,24 @@ def summarize(results: list[dict]) -> str:
     return line + (f"; FAILED seeds: {failed}" if failed else "")
 
 
+def moved_key_error(overrides: list[str]) -> str | None:
+    """DoRA's hyperparameters moved from a global `dora:` block to `method.` like every other method's."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("dora."):
+            return f"{key} is now method.{key.removeprefix('dora.')} (DoRA's options live under method.)"
+    return None
+
+
+def main() -> None:
+    if error := moved_key_error(sys.argv[1:]):
+        print(f"dora-bench: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    run_app()
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run_app(cfg: DictConfig) -> None:
     from dora_bench.run import run_seed  # heavy imports after Hydra has parsed the command line
 
     seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)

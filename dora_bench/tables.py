@@ -103,11 +103,7 @@ def peak_memory_mb(run: Run, opts: Options) -> float:
 
 # ----- which row a result file belongs to (from its resolved config) ---------------------------------
 def method_option(run: Run, name: str) -> Any:
-    """A method option from config.method, or from a top-level block named after the method (DoRA's `dora`)."""
-    for block in (run.config.get("method"), run.config.get(run.data["method"])):
-        if isinstance(block, dict) and block.get(name) is not None:
-            return block[name]
-    return None
+    return (run.config.get("method") or {}).get(name)
 
 
 def final_rank(run: Run) -> int | None:

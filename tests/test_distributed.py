@@ -11,7 +11,7 @@ NO_DROPOUT = ["+model.random_init.hidden_dropout_prob=0", "+model.random_init.at
 
 
 def common(method, glue_dir):
-    extra = ["dora.lora_dropout=0", "dora.prune_interval=1"] if method == "dora" else [
+    extra = ["method.lora_dropout=0", "method.prune_interval=1"] if method == "dora" else [
         "method.lora_dropout=0", "method.delta_t=1"]
     return ["task=stsb", f"method={method}", "model=tiny_roberta", f"data.dir={glue_dir}", "data.max_train_samples=24",
             "trainer.epochs=3", "trainer.batch_size=8", "seed=1", "trainer.progress_bar=false", "trainer.use_cpu=true",

@@ -77,7 +77,7 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
     assert text.startswith("# @package _global_")
     assert set(data["hydra"]) == {"sweeper"}             # no launcher here: ignored in multirun, goes on the CLI
     assert not any("launcher" in entry for item in data.get("defaults", []) for entry in item)
-    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "dora", "dem_eta_by_tag"}, set(data)
+    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method", "dem_eta_by_tag"}, set(data)
     assert sweep_lists(name)["seed"] == (["1", "2", "3"] if name == "cpu_glue" else ["1", "2", "3", "4", "5"])
     for group, option in referenced(name):
         assert option in KNOWN[group], (group, option)
@@ -103,22 +103,22 @@ def test_table5_tag_switches_dem_off_only_for_the_no_dem_variant():
     for task in ("stsb", "cola", "sst2"):
         with_dem, without = (composed("table5", f"task={task}", f"tag={tag}") for tag in swept)
         assert with_dem["tag"] == ""
-        assert with_dem["dora"]["reg_coefficient"] == with_dem["task"]["reg_coefficient"] > 0
-        assert without["dora"]["reg_coefficient"] == 0
+        assert with_dem["method"]["reg_coefficient"] == with_dem["task"]["reg_coefficient"] > 0
+        assert without["method"]["reg_coefficient"] == 0
         assert with_dem["method"]["name"] == "dora" and with_dem["budget"]["name"] == "large"
 
 
 def test_table6_tags_each_initial_budget():
-    assert sweep_lists("table6")["dora.initial_budget"] == ["2", "3", "4", "6", "8"]
-    cfg = composed("table6", "dora.initial_budget=6", "task=sst2")
-    assert (cfg["tag"], cfg["dora"]["initial_budget"], cfg["budget"]["rank"]) == ("-init6", 6, 2)
+    assert sweep_lists("table6")["method.initial_budget"] == ["2", "3", "4", "6", "8"]
+    cfg = composed("table6", "method.initial_budget=6", "task=sst2")
+    assert (cfg["tag"], cfg["method"]["initial_budget"], cfg["budget"]["rank"]) == ("-init6", 6, 2)
 
 
 def test_figure2_budgets_and_new_budget_files():
     assert sweep_lists("figure2")["budget"] == ["small", "b4", "large", "b16"]
     ranks = [composed("figure2", f"budget={b}")["budget"]["rank"] for b in ("small", "b4", "large", "b16")]
     assert ranks == [2, 4, 8, 16]
-    assert composed("figure2", "budget=b16")["dora"]["initial_budget"] is None  # DoRA's default: 1.5x final
+    assert composed("figure2", "budget=b16")["method"]["initial_budget"] is None  # DoRA's default: 1.5x final
 
 
 def test_table9_trains_one_epoch_for_every_method_under_its_own_tag():

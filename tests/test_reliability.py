@@ -45,10 +45,10 @@ def weightless_model_dir(tmp_path):
 
 # (overrides, pieces of the message: the field, the bad value, what is allowed)
 BAD_INPUT = {
-    "dora initial < final": (["method=dora", "dora.initial_budget=1"], ["initial_budget", "1", ">= final_budget=2"]),
+    "dora initial < final": (["method=dora", "method.initial_budget=1"], ["initial_budget", "1", ">= final_budget=2"]),
     "dora budget <= 0": (["method=dora", "budget.rank=0"], ["final_budget", "0", ">= 1"]),
-    "t_init + t_final >= 1": (["method=dora", "dora.t_init=0.6"], ["t_init + t_final", "1.1", "< 1"]),
-    "dora prune interval <= 0": (["method=dora", "dora.prune_interval=0"], ["prune_interval", "0", "positive"]),
+    "t_init + t_final >= 1": (["method=dora", "method.t_init=0.6"], ["t_init + t_final", "1.1", "< 1"]),
+    "dora prune interval <= 0": (["method=dora", "method.prune_interval=0"], ["prune_interval", "0", "positive"]),
     "adalora prune interval <= 0": (["method=adalora", "method.delta_t=0"], ["delta_t", "0", "positive"]),
     "learning rate <= 0": (["trainer.learning_rate=0"], ["learning_rate", "0", "> 0"]),
     "missing data dir": (["data.dir=/no/such/dir"], ["data.dir", "/no/such/dir", "not a directory"]),
@@ -90,10 +90,10 @@ def test_results_dir_not_writable(tmp_path, glue_dir, cache_dir):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, glue_dir, cache_dir):
-    out = run_cli("task=rte", "method=dora", "dora.initial_budget=1", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
+    out = run_cli("task=rte", "method=dora", "method.initial_budget=1", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "dora-bench: error: dora.initial_budget=1 must be >= final_budget=2")
+        "dora-bench: error: method.initial_budget=1 must be >= final_budget=2")
     assert not (tmp_path / "results/runs").exists()
 
 
@@ -115,7 +115,7 @@ def _result_and_adapter(root: Path):
 
 def test_sigkill_at_a_random_point_then_rerun_matches_an_uninterrupted_run(tmp_path, glue_dir, cache_dir):
     args = ["task=stsb", "method=dora", "seed=1", f"data.dir={glue_dir}", *TINY, "trainer.epochs=4",
-            "dora.prune_interval=1"]
+            "method.prune_interval=1"]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     clean.mkdir(), killed.mkdir()
     assert run_cli(*args, cwd=clean).returncode == 0

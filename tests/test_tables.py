@@ -117,8 +117,8 @@ def test_squad_accepts_exact_and_exact_match_and_xsum_rouge(tmp_path):
 
 
 def test_dem_rows_come_from_the_config_not_the_tag(tmp_path):
-    put(tmp_path, "cola", "dora", "large", 1, 65.0, top_cfg={"dora": {"reg_coefficient": 0.3}})
-    put(tmp_path, "cola", "dora", "large", 1, 60.0, tag="-noDEM", top_cfg={"dora": {"reg_coefficient": 0.0}})
+    put(tmp_path, "cola", "dora", "large", 1, 65.0, method_cfg={"reg_coefficient": 0.3})
+    put(tmp_path, "cola", "dora", "large", 1, 60.0, tag="-noDEM", method_cfg={"reg_coefficient": 0.0})
     put(tmp_path, "cola", "dora", "large", 2, 61.0, tag="-x", method_cfg={"reg_coefficient": 0})  # method.* layout
     out = render(tmp_path)
     assert cell(out["table5"], ("with DEM", "large"), "cola") == ("65.00 ± 0.00 (1)", "65.35 (-0.35)")
@@ -129,9 +129,9 @@ def test_dem_rows_come_from_the_config_not_the_tag(tmp_path):
 def test_initial_budget_rows_default_to_one_and_a_half_times_final(tmp_path):
     for init in (2, 4):
         put(tmp_path, "mrpc", "dora", "small", 1, 80.0 + init, tag=f"-init{init}",
-            top_cfg={"dora": {"initial_budget": init}})
-    put(tmp_path, "mrpc", "dora", "small", 1, 83.0, top_cfg={"dora": {"initial_budget": None}})   # Table 2 run
-    put(tmp_path, "mrpc", "dora", "small", 1, 99.0, tag="-init3", top_cfg={"dora": {"initial_budget": 3}})
+            method_cfg={"initial_budget": init})
+    put(tmp_path, "mrpc", "dora", "small", 1, 83.0, method_cfg={"initial_budget": None})   # Table 2 run
+    put(tmp_path, "mrpc", "dora", "small", 1, 99.0, tag="-init3", method_cfg={"initial_budget": 3})
     t6 = render(tmp_path)["table6"]
     assert cell(t6, ("2", "2"), "mrpc") == ("82.00 ± 0.00 (1)", "76.32 (+5.68)")
     assert cell(t6, ("2", "3"), "mrpc")[0] == "83.00 ± 0.00 (1)"             # untagged file wins the seed

@@ -1,7 +1,7 @@
 """DoRA (dynamic rank) in the runner: a thin adapter from the config to `dora_bench.dora`."""
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from dataclasses import fields
 
 from dora_bench.dora import DoraConfig, apply_dora, export_peft_lora
 from dora_bench.errors import UserError
@@ -10,11 +10,11 @@ from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, is_head_param
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:
     try:
-        config = DoraConfig(target_modules=cfg.model.adapted_modules,
-                            **OmegaConf.to_container(cfg.dora, resolve=True))
+        options = {f.name: cfg.method[f.name] for f in fields(DoraConfig) if f.name in cfg.method}
+        config = DoraConfig(target_modules=cfg.model.adapted_modules, **options)
         controller = apply_dora(model, config, total_steps)
     except ValueError as err:
-        raise UserError(str(err).replace("DoraConfig.", "dora.")) from None
+        raise UserError(str(err).replace("DoraConfig.", "method.")) from None
     heads = sorted({name.split(".")[0] for name, _ in model.named_parameters() if is_head_parameter(name)})
     for name, parameter in model.named_parameters():
         if is_head_parameter(name):
