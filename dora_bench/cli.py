@@ -13,7 +13,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dora_bench.errors import UserError
@@ -66,7 +66,8 @@ def run_app(cfg: DictConfig) -> None:
     try:  # every value, before the heavy imports and before anything is written
         validate(cfg)
     except (UserError, OmegaConfBaseException) as err:
-        refuse(refusal(err, list(HydraConfig.get().overrides.task)))  # exits here, inside a multirun job too
+        overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # this job's, as typed
+        refuse(refusal(err, overrides))  # exits here, inside a multirun job too
     from dora_bench.run import run_seed  # heavy imports once the config is known to be good
 
     seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
@@ -121,9 +122,10 @@ def omegaconf_refusal(err: OmegaConfBaseException, overrides: list[str]) -> str:
         return unknown_key(typed, key.rpartition(".")[0], err.object_type)
     if isinstance(err, ValidationError) and err.object_type is not None and err.key is not None:
         return f"{key}={err.value!r} is not valid; allowed: {expected(err.object_type, str(err.key))}"
-    if missing := re.search(r"Missing mandatory value: ?(\S+)", err.msg or ""):  # e.g. after ~task
+    message = first_line(err.msg or str(err))
+    if missing := re.search(r"Missing mandatory value: ?(\S+)", message):  # e.g. after ~task
         return f"{missing.group(1)} has no value; choose or set one ({missing.group(1)}=...)"
-    return f"{key}: {first_line(err.msg)}" if key else first_line(err.msg)
+    return f"{key}: {message}" if key else message
 
 
 def first_line(text: str) -> str:

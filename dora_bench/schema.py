@@ -12,7 +12,8 @@ import re
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import (Any, ClassVar, Dict, List, NoReturn, Optional, Sequence, Union, get_args, get_origin,
+                    get_type_hints)
 
 import yaml
 from hydra.core.config_store import ConfigStore
@@ -21,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from dora_bench.errors import UserError
 
 HEADS = ("seq_cls", "qa", "seq2seq")  # task heads; models.MODEL_CLASSES has one model class for each
+HEADS_ALLOWED = f"a non-empty list of {', '.join(HEADS)}"
 # transformers schedules that need no extra arguments (lr_scheduler_kwargs is not exposed)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
@@ -120,7 +122,7 @@ class Checked:
         return f"{cls.KEY}.{name}" if cls.KEY else name
 
     @classmethod
-    def refuse(cls, name: str, value, allowed: str) -> None:
+    def refuse(cls, name: str, value, allowed: str) -> NoReturn:
         raise ConfigError(f"{cls.key(name)}={value!r} is not valid; allowed: {allowed}")
 
 
@@ -134,13 +136,13 @@ class Model(Checked):
     package: Optional[str] = plain(None, doc="Python package shipping the weights (minilm)")
     random_init: Optional[Dict[str, Any]] = plain(None, doc="transformers config of a random test model")
     max_positions: int = ranged(ge=1, doc="longest input the model accepts (tokens)")
-    heads: List[str] = plain(doc="task heads the model family supports", allowed=f"non-empty, each of {', '.join(HEADS)}")
+    heads: List[str] = plain(doc="task heads the model family supports", allowed=HEADS_ALLOWED)
     adapted_modules: str = plain(doc="regex (fullmatch) of the matrices LoRA/AdaLoRA/DoRA adapt",
                                  allowed="a valid regular expression")
 
     def check(self) -> None:
         if not self.heads or any(head not in HEADS for head in self.heads):
-            self.refuse("heads", self.heads, f"a non-empty list of {', '.join(HEADS)}")
+            self.refuse("heads", self.heads, HEADS_ALLOWED)
         try:
             re.compile(self.adapted_modules)
         except re.error as err:

@@ -103,6 +103,8 @@ CASES = {
     "report unknown": Case({"report": "median"}, ("report='median'", "best, last")),
     "force not a bool": Case({"force": "maybe"}, ("force='maybe'", "true or false")),
     "unknown top-level key": Case({}, ("foo=1 is not a config key", "seeds"), extra=("+foo=1",)),
+    "interpolation to no key": Case({"trainer.epochs": "${nope.x}"}, ("trainer.epochs", "'nope.x' not found")),
+    "group removed": Case({}, ("task has no value",), extra=("~task",)),
     "old dora block": Case({"dora.initial_budget": "3"}, ("dora.initial_budget", "method.initial_budget")),
     "results dir not writable": Case({}, ("results_dir=", "not writable"), unwritable_results),
     # group choices
