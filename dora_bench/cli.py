@@ -1,16 +1,26 @@
 """`dora-bench`: a thin Hydra entry point: loop seeds, print a summary, map errors to exit codes."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
+import traceback
+from typing import NoReturn
 
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dora_bench.errors import UserError
+from dora_bench.schema import expected, unknown_key, validate
+
+# The user's choice, read before main() sets the variable for Hydra: refusals show a traceback only when asked.
+SHOW_TRACEBACK = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def summarize(results: list[dict]) -> str:
@@ -38,28 +48,88 @@ def moved_key_error(overrides: list[str]) -> str | None:
 
 
 def main() -> None:
+    """The console script: Hydra's app, with every refusal (Hydra's composition errors included) printed as one
+    line and exit code 2; the traceback too with HYDRA_FULL_ERROR=1."""
     if error := moved_key_error(sys.argv[1:]):
-        print(f"dora-bench: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    run_app()
+        refuse(error)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them with exit code 1
+    try:
+        run_app()
+    except Exception as err:
+        if (message := refusal(err, sys.argv[1:])) is None:
+            raise  # not bad input: a bug or a broken environment, with its traceback
+        refuse(message)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
-    from dora_bench.run import run_seed  # heavy imports after Hydra has parsed the command line
+    try:  # every value, before the heavy imports and before anything is written
+        validate(cfg)
+    except (UserError, OmegaConfBaseException) as err:
+        overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # this job's, as typed
+        refuse(refusal(err, overrides))  # exits here, inside a multirun job too
+    from dora_bench.run import run_seed  # heavy imports once the config is known to be good
 
     seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
     try:
         outcomes = [run_seed(cfg, int(seed)) for seed in seeds]
     except UserError as err:
-        print(f"dora-bench: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse(str(err))
     if os.environ.get("RANK", "0") == "0":  # one summary per job, not one per process
         print(f"[dora-bench] {summarize(outcomes)}")
     for failed in (r for r in outcomes if r["status"] != "complete"):
         print(f"[dora-bench] seed {failed['seed']} failed: {failed['error']}", file=sys.stderr)
     if any(r["status"] != "complete" for r in outcomes) and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
+
+
+def refuse(message: str) -> NoReturn:
+    if SHOW_TRACEBACK and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    print(f"dora-bench: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def refusal(err: BaseException, overrides: list[str]) -> str | None:
+    """One line for bad input (key, value, what is allowed); None for anything else."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, MissingConfigException):
+        return missing_option(err)
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse {err.override!r}: {first_line(err.message)}"
+    cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
+    if isinstance(cause, OmegaConfBaseException):
+        return omegaconf_refusal(cause, overrides)
+    if isinstance(err, HydraException):
+        return first_line(str(err))
+    return None
+
+
+def missing_option(err: MissingConfigException) -> str:
+    """`method=nope`: Hydra's many-line message as one line naming the choices."""
+    group, _, option = (err.missing_cfg_file or "").rpartition("/")
+    options = err.options or re.findall(r"^\t(\S+)$", str(err).split("Config search path")[0], re.MULTILINE)
+    if not group:
+        return first_line(str(err))
+    return f"{group}={option} is not valid; allowed: {', '.join(sorted(options))}"
+
+
+def omegaconf_refusal(err: OmegaConfBaseException, overrides: list[str]) -> str:
+    key = err.full_key or ""
+    if isinstance(err, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(err.object_type):
+        typed = next((o.lstrip("+~") for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
+        return unknown_key(typed, key.rpartition(".")[0], err.object_type)
+    if isinstance(err, ValidationError) and err.object_type is not None and err.key is not None:
+        return f"{key}={err.value!r} is not valid; allowed: {expected(err.object_type, str(err.key))}"
+    message = first_line(err.msg or str(err))
+    if missing := re.search(r"Missing mandatory value: ?(\S+)", message):  # e.g. after ~task
+        return f"{missing.group(1)} has no value; choose or set one ({missing.group(1)}=...)"
+    return f"{key}: {message}" if key else message
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 import os
 import platform
@@ -17,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
 
-from dora_bench import results
+from dora_bench import results, schema
 from dora_bench.engine import BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, optimizer_steps
 from dora_bench.errors import UserError
 from dora_bench.methods import apply_method
@@ -37,31 +35,13 @@ def world() -> tuple[int, int]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that would otherwise fail deep inside training, or silently."""
-    if cfg.task.head not in cfg.model.heads:
-        raise UserError(f"task={cfg.task.name} needs a {cfg.task.head} model but model={cfg.model.name} has "
-                        f"{', '.join(cfg.model.heads)} heads; models with one: {', '.join(models_with_head(cfg.task.head))}")
+    """Every schema rule (dora_bench/schema.py), then what schemas cannot know: the processes and the file system."""
+    schema.validate(cfg)
     t = cfg.trainer
-    if not t.learning_rate > 0:
-        raise UserError(f"trainer.learning_rate={t.learning_rate} must be > 0")
-    for field in ("epochs", "batch_size", "grad_accum", "max_length"):
-        if not int(t[field]) >= 1:
-            raise UserError(f"trainer.{field}={t[field]} must be >= 1")
-    if t.max_length > cfg.model.max_positions:
-        raise UserError(f"trainer.max_length={t.max_length} exceeds model {cfg.model.name}'s limit "
-                        f"of {cfg.model.max_positions} positions")
-    if cfg.report not in ("best", "last"):
-        raise UserError(f"report={cfg.report!r} is not valid; allowed: best, last")
     _, world_size = world()
     if t.batch_size % world_size:
         raise UserError(f"trainer.batch_size={t.batch_size} is not divisible by the {world_size} processes")
     _check_writable(Path(cfg.results_dir))
-
-
-def models_with_head(head: str) -> list[str]:
-    folder = importlib.resources.files("dora_bench.conf") / "model"
-    configs = (yaml.safe_load(p.read_text()) for p in folder.iterdir() if p.name.endswith(".yaml"))
-    return sorted(c["name"] for c in configs if head in c.get("heads", ()))
 
 
 def _check_writable(folder: Path) -> None:

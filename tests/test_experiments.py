@@ -9,6 +9,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from dora_bench.schema import validate
+
 CONF = files("dora_bench.conf")
 EXPERIMENTS = sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath("experiment").iterdir()
                      if p.name.endswith(".yaml"))
@@ -57,7 +59,9 @@ def jobs(name):
 
 
 def composed(name, *overrides):
+    """The job's config, checked by the schemas as a run checks it."""
     cfg = compose("config", overrides=[f"+experiment={name}", *overrides])
+    validate(cfg)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -77,7 +81,7 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
     assert text.startswith("# @package _global_")
     assert set(data["hydra"]) == {"sweeper"}             # no launcher here: ignored in multirun, goes on the CLI
     assert not any("launcher" in entry for item in data.get("defaults", []) for entry in item)
-    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method", "dem_eta_by_tag"}, set(data)
+    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method"}, set(data)
     assert sweep_lists(name)["seed"] == (["1", "2", "3"] if name == "cpu_glue" else ["1", "2", "3", "4", "5"])
     for group, option in referenced(name):
         assert option in KNOWN[group], (group, option)
@@ -97,15 +101,16 @@ def test_table2_covers_all_methods_and_budgets_with_budget_as_outer_loop():
     assert set(lists["method"]) == KNOWN["method"] and len(lists["task"]) == 8
 
 
-def test_table5_tag_switches_dem_off_only_for_the_no_dem_variant():
-    swept = sweep_lists("table5")["tag"]
-    assert swept == ["''", "-noDEM"]                       # as Hydra passes them on: '' is the empty tag
+def test_table5_dem_group_switches_dem_off_only_for_the_no_dem_variant():
+    assert sweep_lists("table5")["+dem"] == ["with", "without"]
     for task in ("stsb", "cola", "sst2"):
-        with_dem, without = (composed("table5", f"task={task}", f"tag={tag}") for tag in swept)
-        assert with_dem["tag"] == ""
+        with_dem, without = (composed("table5", f"task={task}", f"+dem={variant}") for variant in ("with", "without"))
+        assert (with_dem["tag"], without["tag"]) == ("", "-noDEM")
         assert with_dem["method"]["reg_coefficient"] == with_dem["task"]["reg_coefficient"] > 0
         assert without["method"]["reg_coefficient"] == 0
         assert with_dem["method"]["name"] == "dora" and with_dem["budget"]["name"] == "large"
+        # the with-DEM runs are Table 2's runs: the same configuration, so their results are reused
+        assert with_dem == composed("table2", f"task={task}", "method=dora", "budget=large")
 
 
 def test_table6_tags_each_initial_budget():
@@ -128,8 +133,8 @@ def test_table9_trains_one_epoch_for_every_method_under_its_own_tag():
 
 
 def test_command_line_overrides_beat_the_experiment(monkeypatch):
-    cfg = composed("table4", "model=tiny_roberta", "trainer.epochs=1", "data.max_train_samples=8")
-    assert (cfg["model"]["name"], cfg["trainer"]["epochs"], cfg["data"]["max_train_samples"]) == ("tiny_roberta", 1, 8)
+    cfg = composed("table4", "model=tiny_bart", "trainer.epochs=1", "data.max_train_samples=8")
+    assert (cfg["model"]["name"], cfg["trainer"]["epochs"], cfg["data"]["max_train_samples"]) == ("tiny_bart", 1, 8)
     monkeypatch.setenv("DORA_BENCH_GLUE_DIR", "/data/glue")
     assert composed("cpu_glue")["data"]["dir"] == "/data/glue"
 

@@ -15,8 +15,6 @@ E_SUFFIX = ".lora_E.default"
 def apply(model, cfg, total_steps: int) -> MethodHandle:
     m = cfg.method
     init_r = m.init_r if m.init_r is not None else math.ceil(1.5 * m.target_r)
-    if m.delta_t < 1:
-        raise UserError(f"method.delta_t={m.delta_t} must be a positive number of optimizer steps")
     tinit, tfinal = int(m.t_init * total_steps), int(m.t_final * total_steps)
     if tinit >= total_steps - tfinal:
         raise UserError(f"method.t_init={m.t_init} + method.t_final={m.t_final} leave no pruning phase "

@@ -4,7 +4,6 @@ from __future__ import annotations
 import adapters
 from adapters import DoubleSeqBnConfig, SeqBnConfig
 
-from dora_bench.errors import one_of
 from dora_bench.methods.base import MethodHandle, count_trainable, is_head_parameter
 
 ADAPTER_CONFIGS = {"double_seq_bn": DoubleSeqBnConfig, "seq_bn": SeqBnConfig}
@@ -13,8 +12,6 @@ ADAPTER_NAME = "bench"
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:
     m = cfg.method
-    if m.adapter_config not in ADAPTER_CONFIGS:
-        raise one_of("method.adapter_config", m.adapter_config, ADAPTER_CONFIGS)
     hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model
     # AdapterHub sizes the bottleneck as hidden / reduction_factor; the budget fixes the bottleneck.
     config = ADAPTER_CONFIGS[m.adapter_config](reduction_factor=hidden / m.bottleneck)

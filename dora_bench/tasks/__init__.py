@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib
 import os
@@ -42,11 +43,38 @@ def get_task(family: str):
         raise UserError(f"task.family={family!r} has no module dora_bench.tasks.{family}") from None
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def text_file_sha256(path: Path, split: str) -> str:
+    """sha256 of a data file that must be text: UTF-8, no NUL byte, not blank (else the first bad byte is named).
+
+    One streaming pass, so that a large file is read once for the check and the fingerprint together.
+    """
+    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0  # bytes and line breaks before the current block
+    blank = True
+
+    def refuse(at: int, block: bytes, what: str) -> UserError:
+        line = newlines + block[:max(at - offset, 0)].count(b"\n") + 1
+        return UserError(f"{split} file {str(path)!r} is not UTF-8 text: byte {at} (line {line}) is {what}")
+
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+            carried = len(decoder.getstate()[0])  # the start of a character cut by the previous block's end
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                at = offset - carried + err.start
+                raise refuse(at, block, f"0x{err.object[err.start]:02x}, which UTF-8 does not allow there") from None
+            if (nul := block.find(b"\x00")) != -1:
+                raise refuse(offset + nul, block, "a NUL byte (binary data)")
+            blank = blank and not block.strip()
+            offset, newlines = offset + len(block), newlines + block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise refuse(offset - len(decoder.getstate()[0]), b"", "the start of an unfinished character") from None
+    if blank:
+        raise UserError(f"{split} file {str(path)!r} is empty" + (f" ({offset} bytes of white space)" if offset else ""))
     return digest.hexdigest()
 
 
@@ -131,12 +159,18 @@ def existing(files: dict[str, Path]) -> dict[str, Path]:
 
 
 def local_fingerprint(files: dict[str, Path]) -> dict:
-    return {"source": "local", "files": {s: {"path": str(p), "sha256": file_sha256(p)} for s, p in files.items()}}
+    """The sha256 of each file, once each is known to be text."""
+    return {"source": "local", "files": {s: {"path": str(p), "sha256": text_file_sha256(p, s)} for s, p in files.items()}}
 
 
 def read_local(files: dict[str, Path], reader: Callable[[Path], Dataset]) -> tuple[DatasetDict, dict]:
-    """Each split read by the task's reader, and the fingerprint of the files it came from."""
-    return DatasetDict({split: reader(path) for split, path in files.items()}), local_fingerprint(files)
+    """Each split read by the task's reader (files checked to be text first), and the files' fingerprint."""
+    fingerprint = local_fingerprint(files)
+    splits = DatasetDict({split: reader(path) for split, path in files.items()})
+    for split, rows in splits.items():  # found here, before a model is built
+        if len(rows) == 0:
+            raise UserError(f"{split} file {str(files[split])!r} has no examples (a header or blank lines only)")
+    return splits, fingerprint
 
 
 def write_predictions(cfg: DictConfig, trainer, filename: str, text: str) -> Path | None:

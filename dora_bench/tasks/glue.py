@@ -11,7 +11,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import DataCollatorWithPadding
 
-from dora_bench.errors import UserError
+from dora_bench.errors import UserError, one_of
 from dora_bench.tasks import TaskData, cached_map, existing, limit, load_hub, read_local
 
 
@@ -55,7 +55,10 @@ HUB_SPLITS = {"matched": "validation_matched", "mismatched": "validation_mismatc
 def spec_for(cfg: DictConfig) -> GlueSpec:
     if cfg.task.name not in GLUE:
         raise UserError(f"task.name={cfg.task.name!r} is not a GLUE task; allowed: {', '.join(GLUE)}")
-    return GLUE[cfg.task.name]
+    spec = GLUE[cfg.task.name]
+    if cfg.task.metric not in spec.metrics:  # the metrics this task reports; the headline is one of them
+        raise one_of("task.metric", cfg.task.metric, spec.metrics)
+    return spec
 
 
 def model_kwargs(cfg: DictConfig) -> dict:

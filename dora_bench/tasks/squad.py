@@ -26,10 +26,6 @@ CLS = 0  # BERT's [CLS] and RoBERTa's <s> come first (right padding): the no-ans
 PUNCTUATION = frozenset(string.punctuation)
 
 
-def metric_names(version_2: bool) -> tuple[str, ...]:
-    return ("exact", "f1") + (("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1") if version_2 else ())
-
-
 def model_kwargs(cfg: DictConfig) -> dict:
     return {}
 
@@ -166,12 +162,7 @@ def eval_features(batch, tokenizer, max_length: int, stride: int):
 
 
 def prepare(cfg: DictConfig, tokenizer, raw: DatasetDict, fingerprint: dict) -> TaskData:
-    t, max_length = cfg.task, cfg.trainer.max_length
-    if not 0 <= t.doc_stride < max_length:
-        raise UserError(f"task.doc_stride={t.doc_stride} must be >= 0 and below trainer.max_length={max_length} "
-                        "(consecutive windows share doc_stride tokens)")
-    if t.metric not in metric_names(t.version_2):
-        raise UserError(f"task.metric={t.metric!r} is not valid; allowed: {', '.join(metric_names(t.version_2))}")
+    t, max_length = cfg.task, cfg.trainer.max_length  # doc_stride and metric: checked by the schema
     settings = SpanSettings(t.n_best, t.max_answer_length, t.version_2, t.null_threshold)
 
     def features(split: str, rows: Dataset, fn) -> Dataset:
