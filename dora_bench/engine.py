@@ -98,6 +98,11 @@ class BenchTrainerMixin:
             )
         return loss
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training-step entry: what the method is doing at this step goes with it
+            logs = {**logs, **self.handle.signals()}
+        super().log(logs, start_time)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         started = time.perf_counter()
         with torch.inference_mode():

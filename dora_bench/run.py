@@ -20,16 +20,20 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
+from transformers.integrations import get_available_reporting_integrations
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
 from dora_bench import results
 from dora_bench.engine import BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, optimizer_steps
-from dora_bench.errors import UserError
+from dora_bench.errors import UserError, one_of
 from dora_bench.methods import apply_method
 from dora_bench.models import load_model
 from dora_bench.tasks import get_task
 
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "accelerate",
             "scikit-learn", "scipy", "rouge-score", "dora-bench")
+PRECISIONS = ("fp32", "bf16", "fp16")
+REPORTERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
 def world() -> tuple[int, int]:
@@ -50,12 +54,38 @@ def validate(cfg: DictConfig) -> None:
     if t.max_length > cfg.model.max_positions:
         raise UserError(f"trainer.max_length={t.max_length} exceeds model {cfg.model.name}'s limit "
                         f"of {cfg.model.max_positions} positions")
+    _check_precision(t)
+    _check_reporter(t.report_to)
     if cfg.report not in ("best", "last"):
         raise UserError(f"report={cfg.report!r} is not valid; allowed: best, last")
     _, world_size = world()
     if t.batch_size % world_size:
         raise UserError(f"trainer.batch_size={t.batch_size} is not divisible by the {world_size} processes")
     _check_writable(Path(cfg.results_dir))
+
+
+def _check_precision(t: DictConfig) -> None:
+    """Refuse what this machine cannot train in, before a model is loaded (the Trainer fails later and vaguely)."""
+    if t.precision not in PRECISIONS:
+        raise one_of("trainer.precision", t.precision, PRECISIONS)
+    for field in ("tf32", "compile"):
+        if not isinstance(t[field], bool):
+            raise one_of(f"trainer.{field}", t[field], ("true", "false"))
+    on_gpu = torch.cuda.is_available() and not t.use_cpu
+    if t.precision == "fp16" and not on_gpu:
+        raise UserError("trainer.precision=fp16 needs a CUDA GPU (fp16 autocast with loss scaling) and this run has "
+                        "none; allowed here: fp32, bf16")
+    if t.precision == "bf16" and on_gpu and not is_torch_bf16_gpu_available():
+        raise UserError(f"trainer.precision=bf16 needs a GPU with bf16 (Ampere or newer), not "
+                        f"{torch.cuda.get_device_name()}; allowed here: fp32, fp16")
+
+
+def _check_reporter(report_to: str) -> None:
+    if report_to not in REPORTERS:
+        raise one_of("trainer.report_to", report_to, REPORTERS)
+    if report_to != "none" and report_to not in get_available_reporting_integrations():
+        raise UserError(f"trainer.report_to={report_to} needs the {report_to} package, which is not installed "
+                        f"(pip install {report_to})")
 
 
 def models_with_head(head: str) -> list[str]:
@@ -207,9 +237,15 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         dataloader_num_workers=t.dataloader_workers,
         seed=seed,
         data_seed=seed,
-        use_cpu=t.use_cpu,
+        # bf16 without a bf16 GPU is CPU autocast, which the Trainer only accepts as use_cpu.
+        use_cpu=t.use_cpu or (t.precision == "bf16" and not is_torch_bf16_gpu_available()),
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        tf32=t.tf32 if is_torch_tf32_available() else None,  # the Trainer refuses tf32 on hardware without it
+        torch_compile=t.compile,
         disable_tqdm=not t.progress_bar,
-        report_to="none",
+        report_to=t.report_to,
+        logging_dir=str(logs_dir(cfg, seed)),
         save_safetensors=True,
         ddp_find_unused_parameters=False,
     )
@@ -219,6 +255,11 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         return Seq2SeqTrainingArguments(predict_with_generate=True, **kwargs,
                                         **OmegaConf.to_container(cfg.task.generation, resolve=True))
     return TrainingArguments(**kwargs)
+
+
+def logs_dir(cfg: DictConfig, seed: int) -> Path:
+    """Where trackers that write files (TensorBoard) log a seed: beside its result, kept with it."""
+    return results.result_path(cfg, seed).with_suffix(".logs")
 
 
 def _epoch_metrics(log_history: list[dict]) -> list[dict[str, Any]]:
