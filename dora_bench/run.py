@@ -33,6 +33,9 @@ from dora_bench.tasks import get_task
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "accelerate",
             "scikit-learn", "scipy", "rouge-score", "dora-bench")
 PRECISIONS = ("fp32", "bf16", "fp16")
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+ACCELERATE_DYNAMO = ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
+                     "ACCELERATE_DYNAMO_USE_DYNAMIC")
 REPORTERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
@@ -214,8 +217,19 @@ def run_fingerprint(cfg: DictConfig, seed: int) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _own_accelerate_env(t: DictConfig) -> None:
+    """TrainingArguments passes precision and compilation to accelerate in process-wide environment variables
+    and never clears them: a bf16 or compiled job would make every later job of a multirun (one process) bf16
+    or compiled too. The config decides, over leftovers and over `accelerate launch` flags alike."""
+    os.environ["ACCELERATE_MIXED_PRECISION"] = ACCELERATE_PRECISION[t.precision]
+    if not t.compile:
+        for name in ACCELERATE_DYNAMO:
+            os.environ.pop(name, None)
+
+
 def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:
     t = cfg.trainer
+    _own_accelerate_env(t)
     kwargs = dict(
         output_dir=str(out_dir),
         num_train_epochs=t.epochs,

@@ -79,6 +79,15 @@ def test_bf16_trains_one_epoch_of_every_method_with_fp32_weights(method, tmp_pat
     assert allocator_dtypes == ({torch.float32} if method == "adalora" else set())
 
 
+def test_a_bf16_job_does_not_make_the_next_job_of_the_process_bf16(tmp_path, glue_dir, cache_dir):
+    # TrainingArguments hands precision to accelerate in an environment variable that outlives the job.
+    _training_arguments(cfg(tmp_path, glue_dir, "trainer.precision=bf16"), 1, tmp_path / "earlier-job", 1)
+    with LinearOutputDtypes() as dtypes:
+        result = run_seed(cfg(tmp_path, glue_dir, "method=bitfit"), 1)
+    assert result["status"] == "complete", result.get("error")
+    assert dtypes.seen == {torch.float32}
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: fp16 is allowed here")
 def test_fp16_without_cuda_is_refused_in_one_line_before_training(tmp_path, glue_dir, cache_dir):
     out = run_cli("task=rte", "method=dora", "seed=1", "trainer.precision=fp16", f"data.dir={glue_dir}", *TINY,
