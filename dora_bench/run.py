@@ -227,9 +227,21 @@ def _own_accelerate_env(t: DictConfig) -> None:
             os.environ.pop(name, None)
 
 
+def accelerator_arguments(t: DictConfig) -> dict[str, Any]:
+    """TrainingArguments for trainer.precision, tf32, compile and use_cpu (the benchmark scripts use them too)."""
+    _own_accelerate_env(t)
+    return {
+        # bf16 without a bf16 GPU is CPU autocast, which the Trainer only accepts as use_cpu.
+        "use_cpu": t.use_cpu or (t.precision == "bf16" and not is_torch_bf16_gpu_available()),
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+        "tf32": t.tf32 if is_torch_tf32_available() else None,  # the Trainer refuses tf32 on hardware without it
+        "torch_compile": t.compile,
+    }
+
+
 def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:
     t = cfg.trainer
-    _own_accelerate_env(t)
     kwargs = dict(
         output_dir=str(out_dir),
         num_train_epochs=t.epochs,
@@ -251,17 +263,12 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         dataloader_num_workers=t.dataloader_workers,
         seed=seed,
         data_seed=seed,
-        # bf16 without a bf16 GPU is CPU autocast, which the Trainer only accepts as use_cpu.
-        use_cpu=t.use_cpu or (t.precision == "bf16" and not is_torch_bf16_gpu_available()),
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16",
-        tf32=t.tf32 if is_torch_tf32_available() else None,  # the Trainer refuses tf32 on hardware without it
-        torch_compile=t.compile,
         disable_tqdm=not t.progress_bar,
         report_to=t.report_to,
         logging_dir=str(logs_dir(cfg, seed)),
         save_safetensors=True,
         ddp_find_unused_parameters=False,
+        **accelerator_arguments(t),
     )
     if cfg.task.head == "seq2seq":
         from transformers import Seq2SeqTrainingArguments
