@@ -228,11 +228,13 @@ def _own_accelerate_env(t: DictConfig) -> None:
 
 
 def accelerator_arguments(t: DictConfig) -> dict[str, Any]:
-    """TrainingArguments for trainer.precision, tf32, compile and use_cpu (the benchmark scripts use them too)."""
+    """TrainingArguments for trainer.precision, tf32, compile and use_cpu, with accelerate's environment set to
+    match (the benchmark scripts use them too)."""
     _own_accelerate_env(t)
     return {
-        # bf16 without a bf16 GPU is CPU autocast, which the Trainer only accepts as use_cpu.
-        "use_cpu": t.use_cpu or (t.precision == "bf16" and not is_torch_bf16_gpu_available()),
+        # bf16 without CUDA is CPU autocast, which the Trainer only accepts as use_cpu (a CUDA GPU without
+        # bf16 is refused: by validate() in runs, by TrainingArguments in the benchmarks).
+        "use_cpu": t.use_cpu or (t.precision == "bf16" and not torch.cuda.is_available()),
         "bf16": t.precision == "bf16",
         "fp16": t.precision == "fp16",
         "tf32": t.tf32 if is_torch_tf32_available() else None,  # the Trainer refuses tf32 on hardware without it
