@@ -75,8 +75,19 @@ class BenchTrainerMixin:
                                              num_items_in_batch=num_items_in_batch)
         extra = self.handle.extra_loss()
         if extra is not None:
-            loss = loss + extra
+            loss = loss + extra / self._extra_loss_share(num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _extra_loss_share(self, num_items_in_batch) -> int:
+        """Micro-batches the extra loss (DoRA's DEM) is split over, so that it counts once per optimizer step.
+
+        Trainer.training_step divides the loss by the accumulation steps itself, except for models that
+        normalise by ``num_items_in_batch`` (the tokens of the whole accumulation window) in their forward;
+        then each micro-batch loss is already a share and the extra term must be split here.
+        """
+        trainer_divides = (not self.model_accepts_loss_kwargs or num_items_in_batch is None
+                           ) and self.compute_loss_func is None
+        return 1 if trainer_divides else self.current_gradient_accumulation_steps
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -86,6 +97,11 @@ class BenchTrainerMixin:
                 f"(learning rate {self._get_learning_rate():.3g})"
             )
         return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training-step entry: what the method is doing at this step goes with it
+            logs = {**logs, **self.handle.signals()}
+        super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         started = time.perf_counter()

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
+from transformers.integrations import get_available_reporting_integrations
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
 from dora_bench import results, schema
 from dora_bench.engine import BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, optimizer_steps
@@ -28,6 +30,9 @@ from dora_bench.tasks import get_task
 
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "accelerate",
             "scikit-learn", "scipy", "rouge-score", "dora-bench")
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+ACCELERATE_DYNAMO = ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
+                     "ACCELERATE_DYNAMO_USE_DYNAMIC")
 
 
 def world() -> tuple[int, int]:
@@ -38,10 +43,22 @@ def validate(cfg: DictConfig) -> None:
     """Every schema rule (dora_bench/schema.py), then what schemas cannot know: the processes and the file system."""
     schema.validate(cfg)
     t = cfg.trainer
+    _check_hardware(t)
     _, world_size = world()
     if t.batch_size % world_size:
         raise UserError(f"trainer.batch_size={t.batch_size} is not divisible by the {world_size} processes")
     _check_writable(Path(cfg.results_dir))
+
+
+def _check_hardware(t: DictConfig) -> None:
+    """What the schema cannot know: this machine's GPU and installed trackers (the Trainer fails later and vaguely)."""
+    on_gpu = torch.cuda.is_available() and not t.use_cpu
+    if t.precision == "bf16" and on_gpu and not is_torch_bf16_gpu_available():
+        raise UserError(f"trainer.precision=bf16 needs a GPU with bf16 (Ampere or newer), not "
+                        f"{torch.cuda.get_device_name()}; allowed here: fp32, fp16")
+    if t.report_to != "none" and t.report_to not in get_available_reporting_integrations():
+        raise UserError(f"trainer.report_to={t.report_to} needs the {t.report_to} package, which is not installed "
+                        f"(pip install {t.report_to})")
 
 
 def _check_writable(folder: Path) -> None:
@@ -164,6 +181,31 @@ def run_fingerprint(cfg: DictConfig, seed: int) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _own_accelerate_env(t: DictConfig) -> None:
+    """TrainingArguments passes precision and compilation to accelerate in process-wide environment variables
+    and never clears them: a bf16 or compiled job would make every later job of a multirun (one process) bf16
+    or compiled too. The config decides, over leftovers and over `accelerate launch` flags alike."""
+    os.environ["ACCELERATE_MIXED_PRECISION"] = ACCELERATE_PRECISION[t.precision]
+    if not t.compile:
+        for name in ACCELERATE_DYNAMO:
+            os.environ.pop(name, None)
+
+
+def accelerator_arguments(t: DictConfig) -> dict[str, Any]:
+    """TrainingArguments for trainer.precision, tf32, compile and use_cpu, with accelerate's environment set to
+    match (the benchmark scripts use them too)."""
+    _own_accelerate_env(t)
+    return {
+        # bf16 without CUDA is CPU autocast, which the Trainer only accepts as use_cpu (a CUDA GPU without
+        # bf16 is refused: by validate() in runs, by TrainingArguments in the benchmarks).
+        "use_cpu": t.use_cpu or (t.precision == "bf16" and not torch.cuda.is_available()),
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+        "tf32": t.tf32 if is_torch_tf32_available() else None,  # the Trainer refuses tf32 on hardware without it
+        "torch_compile": t.compile,
+    }
+
+
 def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:
     t = cfg.trainer
     kwargs = dict(
@@ -187,11 +229,12 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         dataloader_num_workers=t.dataloader_workers,
         seed=seed,
         data_seed=seed,
-        use_cpu=t.use_cpu,
         disable_tqdm=not t.progress_bar,
-        report_to="none",
+        report_to=t.report_to,
+        logging_dir=str(logs_dir(cfg, seed)),
         save_safetensors=True,
         ddp_find_unused_parameters=False,
+        **accelerator_arguments(t),
     )
     if cfg.task.head == "seq2seq":
         from transformers import Seq2SeqTrainingArguments
@@ -199,6 +242,11 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         return Seq2SeqTrainingArguments(predict_with_generate=True, **kwargs,
                                         **OmegaConf.to_container(cfg.task.generation, resolve=True))
     return TrainingArguments(**kwargs)
+
+
+def logs_dir(cfg: DictConfig, seed: int) -> Path:
+    """Where trackers that write files (TensorBoard) log a seed: beside its result, kept with it."""
+    return results.result_path(cfg, seed).with_suffix(".logs")
 
 
 def _epoch_metrics(log_history: list[dict]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ batches. Rounds alternate the order of methods so that machine drift hits all of
 
     python scripts/bench_methods.py                       # CPU: 2 layers, batch 16, length 128
     python scripts/bench_methods.py --layers 12 --steps 50   # unchanged on a GPU (CUDA events, max_memory_allocated)
+    python scripts/bench_methods.py --precision fp32,bf16    # ratio tables per precision, side by side
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--methods", default="all", help="comma list of method[:budget], or all")
+    p.add_argument("--precision", default="fp32",
+                   help="comma list of fp32, bf16, fp16 (trainer.precision; fp16 needs CUDA): one table each")
     p.add_argument("--out", default="results/bench_methods.json")
     p.add_argument("--in-process", action="store_true",
                    help="no subprocess per method (fast smoke test; peak memory is then not per method)")
@@ -53,13 +56,14 @@ def worker(args) -> dict:
 
     from dora_bench.engine import BenchTrainer
     from dora_bench.methods import apply_method
+    from dora_bench.run import accelerator_arguments
 
     torch.set_num_threads(args.threads)
     method, budget = args.worker.split(":")
     total = args.warmup + args.steps
     with initialize_config_module("dora_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["task=qnli", "model=roberta_base", f"method={method.removesuffix('_rprime')}",
-                                           f"budget={budget or 'small'}"])
+                                           f"budget={budget or 'small'}", f"trainer.precision={args.precision}"])
     if method == RPRIME:
         cfg.method.r = math.ceil(1.5 * cfg.budget.rank)
     torch.manual_seed(0)
@@ -84,7 +88,8 @@ def worker(args) -> dict:
                               "labels": torch.randint(0, 2, (n,), generator=g).tolist()})
     targs = TrainingArguments(output_dir="/tmp/bench_methods", max_steps=total, per_device_train_batch_size=args.batch,
                               per_device_eval_batch_size=args.batch, learning_rate=1e-4, report_to="none",
-                              save_strategy="no", eval_strategy="no", disable_tqdm=True, logging_strategy="no")
+                              save_strategy="no", eval_strategy="no", disable_tqdm=True, logging_strategy="no",
+                              **accelerator_arguments(cfg.trainer))
     trainer = BenchTrainer(model=handle.model, args=targs, train_dataset=data, data_collator=default_data_collator)
     eval_set = data.select(range(args.batch * 2))
     trainer.setup_bench(handle, lambda t: {"score": 0.0, "n": len(t.predict(eval_set).predictions)}, "bench")
@@ -100,7 +105,7 @@ def worker(args) -> dict:
     else:
         import resource
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": method, "budget": budget or None, "step_s": statistics.median(steps),
+    return {"method": method, "budget": budget or None, "precision": args.precision, "step_s": statistics.median(steps),
             "hook_share": sum(hook_seconds[args.warmup:]) / sum(steps),
             "eval_samples_per_s": len(eval_set) / eval_seconds, "peak_memory_mb": peak,
             "trainable_paper": handle.paper_trainable_params(),
@@ -125,7 +130,7 @@ def run_worker(args, method: str, budget: str | None) -> dict:
     command = [sys.executable, __file__, "--worker", f"{method}:{budget or ''}", "--layers", str(args.layers),
                "--vocab", str(args.vocab), "--hidden", str(args.hidden), "--batch", str(args.batch),
                "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--precision", args.precision]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -134,11 +139,12 @@ def run_worker(args, method: str, budget: str | None) -> dict:
 
 
 def measure(args) -> list[dict]:
+    """Rows of one precision (args.precision)."""
     runs: dict[tuple, list[dict]] = {}
     order = selected(args.methods)
     for round_ in range(args.rounds):
         for method, budget in (order if round_ % 2 == 0 else order[::-1]):
-            print(f"  round {round_ + 1}: {method} {budget or ''}", file=sys.stderr, flush=True)
+            print(f"  {args.precision} round {round_ + 1}: {method} {budget or ''}", file=sys.stderr, flush=True)
             runs.setdefault((method, budget), []).append(run_worker(args, method, budget))
     rows = []
     for samples in runs.values():
@@ -154,7 +160,7 @@ def ratios(rows: list[dict]) -> list[dict]:
     lora = {r["budget"]: r for r in rows if r["method"] == "lora"}
     full = next((r for r in rows if r["method"] == "full_ft"), None)
     for r in rows:
-        ref = lora.get(r["budget"])
+        ref = lora.get(r["budget"] or "large")  # budget-free methods: against the large LoRA, as Table 9 does
         r["step_vs_lora"] = r["step_s"] / ref["step_s"] if ref else None
         r["memory_vs_lora"] = r["peak_memory_mb"] / ref["peak_memory_mb"] if ref else None
         r["step_vs_full_ft"] = r["step_s"] / full["step_s"] if full else None
@@ -171,8 +177,9 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict], args) -> str:
     fmt = lambda x, spec=".3f": "—" if x is None else format(x, spec)  # noqa: E731
-    lines = [f"Device {rows[0]['device']}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} × "
-             f"length {args.seq_len}, {args.threads} threads, median of {args.steps} steps × {args.rounds} round(s).",
+    lines = [f"{rows[0]['precision']} on {rows[0]['device']}, hidden {args.hidden}, {args.layers} layers, "
+             f"batch {args.batch} × length {args.seq_len}, {args.threads} threads, median of {args.steps} steps × "
+             f"{args.rounds} round(s).",
              "", "| method | budget | params (paper) | step s | ×LoRA | ×Full FT | eval samples/s | peak MB | ×LoRA mem |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -188,13 +195,54 @@ def markdown(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def paper_table9() -> dict[str, tuple[float, float]]:
+    """The paper's Table 9 (QNLI, RTX 3090) as (time, memory) relative to LoRA, per method."""
+    import importlib.resources
+
+    import yaml
+
+    rows = yaml.safe_load((importlib.resources.files("dora_bench") / "paper.yaml").read_text())["table9_efficiency"]["rows"]
+    minutes, memory = rows["lora"]
+    return {method: (m / minutes, mib / memory) for method, (m, mib) in rows.items()}
+
+
+def side_by_side(rows: list[dict], precisions: list[str]) -> str:
+    """Step time and peak memory ×LoRA per precision in one table, the paper's Table 9 beside them (its large
+    budget rows; the paper measured minutes per epoch and GPU MiB on QNLI, on an RTX 3090)."""
+    paper = paper_table9()
+    fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    head = [f"step ×LoRA {p}" for p in precisions] + [f"mem ×LoRA {p}" for p in precisions]
+    lines = ["| method | budget | " + " | ".join(head) + " | paper time ×LoRA | paper mem ×LoRA |",
+             "|---|---|" + "---:|" * (len(head) + 2)]
+    by_key = {(r["method"], r["budget"], r["precision"]): r for r in rows}
+    for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):
+        cells = [by_key.get((method, budget, p)) for p in precisions]
+        steps = [fmt(c and c["step_vs_lora"]) for c in cells]
+        memory = [fmt(c and c["memory_vs_lora"]) for c in cells]
+        reference = paper.get(method) if budget in (None, "large") else None
+        lines.append(f"| {method} | {budget or '—'} | " + " | ".join(steps + memory) + " | "
+                     + (f"{reference[0]:.3f} | {reference[1]:.3f} |" if reference else "— | — |"))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    rows = ratios(measure(args))
-    report = markdown(rows, args)
+    precisions = args.precision.split(",")
+    if unknown := [p for p in precisions if p not in ("fp32", "bf16", "fp16")]:
+        raise SystemExit(f"--precision {','.join(unknown)} is not valid; allowed: fp32, bf16, fp16")
+    import torch
+    if "fp16" in precisions and not torch.cuda.is_available():
+        raise SystemExit("--precision fp16 needs a CUDA GPU; allowed here: fp32, bf16")
+    rows, reports = [], []
+    for precision in precisions:
+        rows_of_precision = ratios(measure(argparse.Namespace(**{**vars(args), "precision": precision})))
+        rows += rows_of_precision
+        reports.append(markdown(rows_of_precision, args))
+    reports.append(side_by_side(rows, precisions))
+    report = "\n\n".join(reports)
     print(report)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:

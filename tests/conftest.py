@@ -24,3 +24,14 @@ def cache_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cache")
     os.environ["DORA_BENCH_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _accelerate_env():
+    """TrainingArguments leaves ACCELERATE_* variables (mixed precision, compile backend) in the process:
+    one test's bf16 or compilation must not reach the next test."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("ACCELERATE_")]:
+        del os.environ[key]
+    os.environ.update(saved)

@@ -29,12 +29,15 @@ def toy_dataset(tokenizer, n: int = 32) -> Dataset:
     return Dataset.from_dict({**enc, "labels": [int("cat" in t) for t in texts]})
 
 
-def train(handle, tokenizer, dataset, out_dir, epochs: int = 1, batch_size: int = 4, lr: float = 1e-2):
-    args = TrainingArguments(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                             learning_rate=lr, eval_strategy="no", save_strategy="no", report_to="none",
-                             disable_tqdm=True, use_cpu=True, seed=0)
+def train(handle, tokenizer, dataset, out_dir, epochs: int = 1, batch_size: int = 4, lr: float = 1e-2,
+          collator=None, **training_args):
+    """``training_args`` add to or replace the TrainingArguments below (accumulation, precision, ...)."""
+    args = TrainingArguments(**{
+        "output_dir": str(out_dir), "num_train_epochs": epochs, "per_device_train_batch_size": batch_size,
+        "learning_rate": lr, "eval_strategy": "no", "save_strategy": "no", "report_to": "none",
+        "disable_tqdm": True, "use_cpu": True, "seed": 0, **training_args})
     trainer = BenchTrainer(model=handle.model, args=args, train_dataset=dataset,
-                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+                           data_collator=collator or DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
     trainer.setup_bench(handle, evaluate_fn=lambda t: {"score": 0.0}, run_fingerprint="test")
     trainer.train()
     return trainer

@@ -40,6 +40,17 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
     def paper_count() -> int:  # Σ r_k (d_in + d_out + 1): A rows, B columns and E entries kept
         return sum(r * (sum(dims[name]) + 1) for name, r in ranks().items())
 
+    last_step = 0
+
+    def after_optimizer_step(step: int) -> None:
+        nonlocal last_step
+        last_step = step
+        tuner.update_and_allocate(step - 1)  # PEFT counts steps from 0
+
+    def signals() -> dict[str, float]:
+        budget, _ = allocator.budget_schedule(last_step - 1)  # total rank over all matrices
+        return {"adalora_budget": budget, "adalora_kept_ranks": sum(ranks().values())}
+
     def state() -> dict:
         return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
                 "rank_pattern": config.rank_pattern or {}}
@@ -52,11 +63,12 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
     return MethodHandle(
         model=peft_model,
         paper_trainable_params=paper_count,
-        after_optimizer_step=lambda step: tuner.update_and_allocate(step - 1),  # PEFT counts steps from 0
+        after_optimizer_step=after_optimizer_step,
         state_dict=state,
         load_state_dict=load,
         summary=lambda: {"rank_pattern": ranks(), "init_r": init_r, "target_r": m.target_r,
                          "tinit": tinit, "tfinal": tfinal, "total_step": total_steps},
+        signals=signals,
         final_structure_step=total_steps - tfinal + 1,  # the final mask lands at PEFT step T - tfinal
         export=peft_model.save_pretrained,
     )

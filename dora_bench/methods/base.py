@@ -41,6 +41,9 @@ class MethodHandle:
     state_dict: Callable[[], dict[str, Any]] = dict
     load_state_dict: Callable[[dict[str, Any]], None] = lambda state: None
     summary: Callable[[], dict[str, Any]] = dict
+    # What the method is doing now (budget, kept components, ...), added to every training log entry
+    # and so seen by every tracker; called at logging steps only.
+    signals: Callable[[], dict[str, float]] = dict
     # Optimizer step after which the architecture is final (pruning methods); epochs evaluated
     # before it are not eligible for the reported score.
     final_structure_step: int = 0

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from dora_bench.dora import DoraConfig, apply_dora, export_peft_lora
+import torch
+
+from dora_bench.dora import DoraConfig, apply_dora, dem_penalty, export_peft_lora
 from dora_bench.errors import UserError
 from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, is_head_parameter
 
@@ -33,6 +35,12 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
             "trajectory": controller.history,
         }
 
+    @torch.no_grad()
+    def signals() -> dict[str, float]:
+        return {"dora_budget": controller.current_budget(controller.current_step),  # b(t), per matrix
+                "dora_kept_components": sum(controller.rank_pattern().values()),
+                "dora_dem": float(dem_penalty(controller.layers.values()))}  # Eq. 10, before η
+
     return MethodHandle(
         model=model,
         paper_trainable_params=controller.trainable_parameter_count,
@@ -41,6 +49,7 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         state_dict=controller.state_dict,
         load_state_dict=controller.load_state_dict,
         summary=summary,
+        signals=signals,
         final_structure_step=controller.final_step,
         export=lambda out_dir: export_peft_lora(model, controller, out_dir, modules_to_save=heads,
                                                 task_type=PEFT_TASK_TYPES[cfg.task.head],
