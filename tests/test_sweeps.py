@@ -59,7 +59,7 @@ def test_submitit_local_launcher_runs_an_experiment_sweep(tmp_path, glue_dir, ca
                   "budget=small", "seed=1,2", f"data.dir={glue_dir}", *TINY_SWEEP, cwd=tmp_path)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "Submitit 'local' sweep" in out.stdout + out.stderr
-    results = sorted((tmp_path / "results/runs/tiny_roberta/rte/bitfit").glob("seed=*.json"))
+    results = sorted((tmp_path / "results/runs/tiny_roberta/rte/bitfit").glob("*/seed=*.json"))
     assert [p.name for p in results] == ["seed=1.json", "seed=2.json"]
     for path in results:
         record = json.loads(path.read_text())
