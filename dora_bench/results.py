@@ -406,14 +406,14 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     identity comes from the stored resolved config, the epoch rule's step from `selected.after_step`."""
     for key in ("config", "seed", "status"):
         if key not in data:
-            raise ValueError(f"schema 1 result without {key!r}")
+            raise ValueError(f"no {key!r}")
     migrated = {k: v for k, v in data.items() if k not in ("schema", "selected")}
     ident = identity(data["config"], data["seed"])
     migrated |= {"schema": SCHEMA_VERSION, "identity": ident, "fingerprint": fingerprint(ident)}
     if data["status"] == "complete":
         selected = data.get("selected")
         if not isinstance(selected, dict) or not isinstance(selected.get("after_step"), int):
-            raise ValueError("schema 1 result without selected.after_step (the step the epoch rule starts at)")
+            raise ValueError("no selected.after_step (the step the epoch rule starts at)")
         migrated["final_structure_step"] = selected["after_step"]
     return migrated
 

@@ -172,7 +172,7 @@ def test_schema_1_results_are_migrated_on_read(tmp_path):
     assert migrated.fingerprint == original.fingerprint and migrated.final_structure_step == 10
     assert migrated.select("best").score == 61.0                       # from the epochs, not the stored value
     path.write_text(json.dumps(v1 | {"selected": None}))
-    with pytest.raises(ValueError, match="schema 1 result without selected.after_step"):
+    with pytest.raises(ValueError, match="schema 1 result, no selected.after_step"):
         read_result(path)
 
 

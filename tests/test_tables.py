@@ -196,3 +196,58 @@ def test_console_module_runs(tmp_path, args, code):
 def test_missing_results_directory_is_an_error(tmp_path, capsys):
     assert tables.main(["--results", str(tmp_path / "nowhere")]) == 2
     assert "no results under" in capsys.readouterr().err
+
+
+def sections(text):
+    """{section title: its text} of one rendered table."""
+    parts = text.split("\n## ")[1:]
+    return {part.splitlines()[0]: part for part in parts}
+
+
+def test_a_learning_rate_sweep_shows_its_best_configuration_and_other_keys_get_sections(tmp_path, capsys):
+    for rate, scores in (("0.001", (70.0, 72.0)), ("0.01", (80.0, 78.0))):
+        for seed, score in zip((1, 2), scores):
+            put(tmp_path, "rte", "lora", "small", seed, score, overrides=[f"trainer.learning_rate={rate}"])
+    put(tmp_path, "rte", "lora", "small", 1, 99.0, overrides=["trainer.learning_rate=0.1", "data.max_train_samples=32"])
+    t2 = render(tmp_path, "--sweeps")["table2"]
+    found = sections(t2)
+    assert set(found) == {"model: roberta_base", "model: roberta_base — data.max_train_samples=32"}
+    main, small_data = found["model: roberta_base"], found["model: roberta_base — data.max_train_samples=32"]
+    assert cell(main, ("LoRA", "small"), "rte")[0] == "79.00 ± 1.00 (2)"            # 0.01 beats 0.001 on the mean
+    assert "- LoRA small · rte: trainer.learning_rate=0.01, best mean dev score 79.00 (n=2) of 2 configurations" in main
+    assert cell(small_data, ("LoRA", "small"), "rte")[0] == "99.00 ± 0.00 (1)"       # never merged into the cell
+    assert "of 2 configurations" not in small_data
+
+    sweeps = (tmp_path / "tables/sweeps.md").read_text()
+    assert sweeps in capsys.readouterr().out
+    listed = [line for line in sweeps.splitlines() if line.startswith("| LoRA | small | rte |")]
+    assert len(listed) == 3
+    assert [line.split(" | ")[3:5] for line in listed[:2]] == [["✓", "0.01"], ["", "0.001"]]
+    assert "| 79.00 ± 1.00 (2) | 0 |" in listed[0] and "| 71.00 ± 1.00 (2) | 0 |" in listed[1]
+    assert "lora-small/trainer.learning_rate=0.01 |" in listed[0]
+
+    unsearched = sections(render(tmp_path, "--searched", "")["table2"])      # nothing searched: nothing merged
+    assert {"model: roberta_base — trainer.learning_rate=0.001", "model: roberta_base — trainer.learning_rate=0.01",
+            "model: roberta_base — data.max_train_samples=32, trainer.learning_rate=0.1"} == set(unsearched)
+
+
+def test_a_failed_configuration_never_hides_a_completed_one(tmp_path):
+    put(tmp_path, "mrpc", "lora", "small", 1, status="failed", overrides=["trainer.learning_rate=0.1"])
+    put(tmp_path, "mrpc", "lora", "small", 1, 70.0, overrides=["trainer.learning_rate=0.01"])
+    t2 = render(tmp_path)["table2"]
+    assert cell(t2, ("LoRA", "small"), "mrpc")[0] == "70.00 ± 0.00 (1)"
+    assert "- LoRA small · mrpc: trainer.learning_rate=0.01, best mean dev score 70.00 (n=1) of 2 configurations" in t2
+
+
+def test_schema_1_files_are_read_or_listed_with_the_reason(tmp_path):
+    path = put(tmp_path, "cola", "lora", "large", 1, 55.0)
+    data = json.loads(path.read_text())
+    for key in ("identity", "fingerprint", "final_structure_step"):
+        data.pop(key)
+    old = tmp_path / "runs/roberta_base/cola/lora-large/seed=2.json"                # the layout of schema 1
+    old.write_text(json.dumps(data | {"schema": 1, "seed": 2, "selected": {"after_step": 0, "score": 1.0}}))
+    cut = tmp_path / "runs/roberta_base/cola/lora-large/seed=3.json"
+    cut.write_text(json.dumps(data | {"schema": 1, "seed": 3}))
+    t2 = render(tmp_path)["table2"]
+    assert cell(t2, ("LoRA", "large"), "cola")[0] == "55.00 ± 0.00 (2)"              # seeds 1 (v2) and 2 (v1)
+    assert f"- {cut}: schema 1 result, no selected.after_step" in t2
