@@ -81,7 +81,8 @@ class CheckpointCallback(TrainerCallback):
 def load_method_state(handle: MethodHandle, checkpoint: str | Path) -> None:
     """The method's own state (masks, importance, allocator) from a checkpoint; call before
     `trainer.train(resume_from_checkpoint=...)`, which restores weights, optimizer and schedule."""
-    handle.load_state_dict(torch.load(Path(checkpoint) / METHOD_STATE, weights_only=True))
+    state_file = Path(checkpoint) / METHOD_STATE
+    handle.load_state_dict(torch.load(state_file, weights_only=True))
 
 
 class BenchTrainerMixin:
