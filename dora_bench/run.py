@@ -76,11 +76,11 @@ def _check_writable(folder: Path) -> None:
 
 def run_seed(cfg: DictConfig, seed: int) -> results.RunResult:
     """Train and evaluate one seed; returns the result (read from disk if this configuration's seed is done)."""
+    validate(cfg)  # also before reusing a result: `report` is applied to it
     where = results.locate(cfg, seed)
     if (done := where.existing()) and not cfg.force:
         print(f"[dora-bench] seed {seed}: complete result exists, skipping ({where.result})")
         return done
-    validate(cfg)
     started = time.time()
     try:
         result = _train(cfg, seed, where)
