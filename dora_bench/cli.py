@@ -17,25 +17,47 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dora_bench.errors import UserError
+from dora_bench.results import RunResult, folder_name
 from dora_bench.schema import expected, unknown_key, validate
 
 # The user's choice, read before main() sets the variable for Hydra: refusals show a traceback only when asked.
 SHOW_TRACEBACK = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
+# conf/config.yaml names sweep job folders with it (Hydra's override_dirname can exceed a file name's length).
+OmegaConf.register_new_resolver("dora_bench.folder_name", folder_name, replace=True)
 
-def summarize(results: list[dict]) -> str:
+
+def summarize(outcomes: list[RunResult], report: str) -> str:
     """One line: headline metric mean ± std (population, ddof 0) over completed seeds."""
-    done = [r for r in results if r["status"] == "complete"]
-    failed = [r["seed"] for r in results if r["status"] != "complete"]
+    done = [r for r in outcomes if r.complete]
+    failed = [r.seed for r in outcomes if not r.complete]
     if not done:
         return f"no seed completed (failed: {failed})"
     first = done[0]
-    name = f"{first['task']} {first['method']}" + (f" ({first['budget']})" if first["budget"] else "")
-    scores = np.array([r["selected"]["score"] for r in done])
-    params = first["params"]["trainable_paper"]
-    line = (f"{name}: {first['metric']} {scores.mean():.2f} ± {scores.std(ddof=0):.2f} over {len(done)} "
-            f"seed(s) {[r['seed'] for r in done]}; trainable params {params:,}")
+    name = f"{first.task} {first.method}" + (f" ({first.budget})" if first.budget else "")
+    scores = np.array([r.select(report).score for r in done])
+    line = (f"{name}: {first.metric} {scores.mean():.2f} ± {scores.std(ddof=0):.2f} over {len(done)} "
+            f"seed(s) {[r.seed for r in done]}; trainable params {first.params.trainable_paper:,}")
     return line + (f"; FAILED seeds: {failed}" if failed else "")
+
+
+class FailedRun:
+    """The objective of a run with a failed seed. Not a number on purpose: the Optuna sweeper records a
+    non-float return as a failed trial and goes on, whereas NaN makes optuna 2.x raise and end the study."""
+
+    def __init__(self, failed_seeds: list[int]):
+        self.failed_seeds = failed_seeds
+
+    def __repr__(self) -> str:
+        return f"run failed (seeds {self.failed_seeds})"
+
+
+def objective(outcomes: list[RunResult], report: str) -> float | FailedRun:
+    """What a sweeper maximises: the mean dev score over the run's seeds under the `report` rule."""
+    failed = [r.seed for r in outcomes if not r.complete]
+    if failed or not outcomes:
+        return FailedRun(failed)
+    return float(np.mean([r.select(report).score for r in outcomes]))
 
 
 def moved_key_error(overrides: list[str]) -> str | None:
@@ -62,7 +84,7 @@ def main() -> None:
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def run_app(cfg: DictConfig) -> None:
+def run_app(cfg: DictConfig) -> float | FailedRun:
     try:  # every value, before the heavy imports and before anything is written
         validate(cfg)
     except (UserError, OmegaConfBaseException) as err:
@@ -76,11 +98,12 @@ def run_app(cfg: DictConfig) -> None:
     except UserError as err:
         refuse(str(err))
     if os.environ.get("RANK", "0") == "0":  # one summary per job, not one per process
-        print(f"[dora-bench] {summarize(outcomes)}")
-    for failed in (r for r in outcomes if r["status"] != "complete"):
-        print(f"[dora-bench] seed {failed['seed']} failed: {failed['error']}", file=sys.stderr)
-    if any(r["status"] != "complete" for r in outcomes) and HydraConfig.get().mode == RunMode.RUN:
+        print(f"[dora-bench] {summarize(outcomes, cfg.report)}")
+    for failed in (r for r in outcomes if not r.complete):
+        print(f"[dora-bench] seed {failed.seed} failed: {failed.error}", file=sys.stderr)
+    if any(not r.complete for r in outcomes) and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
+    return objective(outcomes, cfg.report)
 
 
 def refuse(message: str) -> NoReturn:

@@ -58,8 +58,35 @@ class StepTimer(TrainerCallback):
         return [end - begin for begin, end in self.marks]
 
 
+class CheckpointCallback(TrainerCallback):
+    """After the Trainer saved a checkpoint: the method's state, then the completion mark, then the older
+    checkpoints go. Public hooks only, so a transformers upgrade cannot silently skip it."""
+
+    def __init__(self, handle: MethodHandle, run_fingerprint: str):
+        self.handle = handle
+        self.run_fingerprint = run_fingerprint
+
+    def on_save(self, args, state, control, **kwargs):
+        if not args.should_save:
+            return
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        torch.save(self.handle.state_dict(), folder / METHOD_STATE)
+        # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
+        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": state.global_step, "run": self.run_fingerprint}))
+        for old in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def load_method_state(handle: MethodHandle, checkpoint: str | Path) -> None:
+    """The method's own state (masks, importance, allocator) from a checkpoint; call before
+    `trainer.train(resume_from_checkpoint=...)`, which restores weights, optimizer and schedule."""
+    state_file = Path(checkpoint) / METHOD_STATE
+    handle.load_state_dict(torch.load(state_file, weights_only=True))
+
+
 class BenchTrainerMixin:
-    """Adds the method's extra loss, task-defined evaluation and method state in checkpoints."""
+    """Adds the method's extra loss, task-defined evaluation and (by callback) method state in checkpoints."""
 
     def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str):
         self.handle = handle
@@ -69,6 +96,7 @@ class BenchTrainerMixin:
         self.eval_seconds: list[float] = []
         self.add_callback(MethodStepCallback(handle))
         self.add_callback(self.step_timer)
+        self.add_callback(CheckpointCallback(handle, run_fingerprint))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
@@ -111,24 +139,6 @@ class BenchTrainerMixin:
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        torch.save(self.handle.state_dict(), folder / METHOD_STATE)
-        # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
-        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": self.state.global_step,
-                                                        "run": self.run_fingerprint}))
-        for old in Path(self.args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        state_file = Path(resume_from_checkpoint) / METHOD_STATE
-        self.handle.load_state_dict(torch.load(state_file, weights_only=True))
 
 
 class BenchTrainer(BenchTrainerMixin, Trainer):

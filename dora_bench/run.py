@@ -22,7 +22,8 @@ from transformers.integrations import get_available_reporting_integrations
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
 from dora_bench import results, schema
-from dora_bench.engine import BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, optimizer_steps
+from dora_bench.engine import (BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, load_method_state,
+                               optimizer_steps)
 from dora_bench.errors import UserError
 from dora_bench.methods import apply_method
 from dora_bench.models import load_model
@@ -70,28 +71,28 @@ def _check_writable(folder: Path) -> None:
         raise UserError(f"results_dir={str(folder)!r} is not writable ({existing} is not a writable folder)")
 
 
-def run_seed(cfg: DictConfig, seed: int) -> dict[str, Any]:
-    """Train and evaluate one seed; returns the result (loaded from disk if already complete)."""
-    path = results.result_path(cfg, seed)
-    if results.is_complete(path) and not cfg.force:
-        print(f"[dora-bench] seed {seed}: complete result exists, skipping ({path})")
-        return results.read_result(path)
-    validate(cfg)
+def run_seed(cfg: DictConfig, seed: int) -> results.RunResult:
+    """Train and evaluate one seed; returns the result (read from disk if this configuration's seed is done)."""
+    validate(cfg)  # also before reusing a result: `report` is applied to it
+    where = results.locate(cfg, seed)
+    if (done := where.existing()) and not cfg.force:
+        print(f"[dora-bench] seed {seed}: complete result exists, skipping ({where.result})")
+        return done
     started = time.time()
     try:
-        result = _train(cfg, seed)
+        result = _train(cfg, seed, where)
     except UserError:
         raise
     except Exception as err:  # one seed failing must not lose the others: record it and go on
-        result = _base_record(cfg, seed) | {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                            "traceback": traceback.format_exc(limit=20)}
-    result["timing"] = result.get("timing", {}) | {"wall_s": time.time() - started}
+        result = results.RunResult(status="failed", **_base_record(cfg, seed, where),
+                                   error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=20))
+    result.timing.wall_s = time.time() - started
     if world()[0] == 0:
-        results.write_result(path, result)
+        results.write_result(where.result, result)
     return result
 
 
-def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
+def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.RunResult:
     task = get_task(cfg.task.family)
     raw, fingerprint = task.load(cfg)
     set_seed(seed)  # before the head and the adapters are initialised
@@ -102,19 +103,19 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
     total_steps = optimizer_steps(len(data.train), t.batch_size, world_size, t.grad_accum, t.epochs)
     handle = apply_method(model, cfg, total_steps)
 
-    out_dir = results.checkpoint_dir(cfg, seed)
+    out_dir = where.checkpoints
     args = _training_arguments(cfg, seed, out_dir, world_size)
     trainer_cls = BenchSeq2SeqTrainer if cfg.task.head == "seq2seq" else BenchTrainer
     trainer = trainer_cls(model=handle.model, args=args, train_dataset=data.train, eval_dataset=data.eval_sets,
                           data_collator=data.collator,
                           processing_class=tokenizer, **data.trainer_kwargs)
-    fingerprint_of_run = run_fingerprint(cfg, seed)
-    trainer.setup_bench(handle, data.evaluate, fingerprint_of_run)
-    resume = None if cfg.force else latest_checkpoint(out_dir, fingerprint_of_run)
-    if resume is None and out_dir.exists():  # checkpoints of another config (or force=true): start afresh
+    trainer.setup_bench(handle, data.evaluate, where.fingerprint)
+    resume = None if cfg.force else latest_checkpoint(out_dir, where.fingerprint)
+    if resume is None and out_dir.exists():  # unfinished checkpoints (or force=true): start afresh
         shutil.rmtree(out_dir, ignore_errors=True)
     elif resume:
         print(f"[dora-bench] seed {seed}: resuming from {resume}")
+        load_method_state(handle, resume)  # the Trainer restores weights, optimizer and schedule itself
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train_output = trainer.train(resume_from_checkpoint=resume)
@@ -122,34 +123,36 @@ def _train(cfg: DictConfig, seed: int) -> dict[str, Any]:
         raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
 
     agreement = ranks_agree(handle) if world_size > 1 else None
-    epochs = _epoch_metrics(trainer.state.log_history)
-    record = _base_record(cfg, seed) | {
-        "status": "complete",
-        "metric": cfg.task.metric,
-        "epochs": epochs,
-        "selected": select_epoch(epochs, cfg.report, handle.final_structure_step),
-        "params": {
-            "trainable_paper": int(handle.paper_trainable_params()),
-            "trainable_with_head": int(handle.trainable_params(include_head=True)),
-            "total": int(sum(p.numel() for p in handle.model.parameters())),
-        },
-        "method_summary": handle.summary(),
-        "train": {"optimizer_steps": total_steps, "train_samples": len(data.train),
-                  "eval_samples": {k: len(v) for k, v in data.eval_sets.items()},
-                  "resumed_from": resume, "world_size": world_size, "rank_agreement": agreement},
-        "timing": {"train_runtime_s": train_output.metrics.get("train_runtime"),
-                   "step_time_median_s": median(trainer.step_timer.step_times() or [float("nan")]),
-                   "eval_runtime_s": trainer.eval_seconds[-1] if trainer.eval_seconds else None,
-                   "train_samples_per_s": train_output.metrics.get("train_samples_per_second"),
-                   "peak_memory_mb": peak_memory_mb()},
-        "data": fingerprint,
-    }
+    record = results.RunResult(
+        status="complete",
+        **_base_record(cfg, seed, where),
+        metric=cfg.task.metric,
+        epochs=_epoch_metrics(trainer.state.log_history),
+        final_structure_step=int(handle.final_structure_step),
+        params=results.Params(trainable_paper=int(handle.paper_trainable_params()),
+                              trainable_with_head=int(handle.trainable_params(include_head=True)),
+                              total=int(sum(p.numel() for p in handle.model.parameters()))),
+        method_summary=handle.summary(),
+        train=results.TrainInfo(optimizer_steps=total_steps, train_samples=len(data.train),
+                                eval_samples={k: len(v) for k, v in data.eval_sets.items()},
+                                resumed_from=resume, world_size=world_size, rank_agreement=agreement),
+        timing=results.Timing(train_runtime_s=train_output.metrics.get("train_runtime"),
+                              step_time_median_s=median(trainer.step_timer.step_times() or [float("nan")]),
+                              eval_runtime_s=trainer.eval_seconds[-1] if trainer.eval_seconds else None,
+                              train_samples_per_s=train_output.metrics.get("train_samples_per_second"),
+                              peak_memory_mb=peak_memory_mb()),
+        data=fingerprint,
+    )
+    try:
+        record.select(cfg.report)
+    except ValueError as err:
+        raise RuntimeError(f"no usable evaluation: {err}") from None
     if world()[0] == 0:
         if handle.export is not None and cfg.get("save_adapter", True):
-            adapter_dir = results.result_path(cfg, seed).with_suffix(".adapter")
+            adapter_dir = where.result.with_suffix(".adapter")
             adapter_dir.mkdir(parents=True, exist_ok=True)
             handle.export(str(adapter_dir))
-            record["adapter_dir"] = str(adapter_dir)
+            record.adapter_dir = str(adapter_dir)
         if not cfg.keep_checkpoints:
             shutil.rmtree(out_dir, ignore_errors=True)
     return record
@@ -169,16 +172,6 @@ def ranks_agree(handle) -> dict[str, Any]:
     if len(set(digests)) != 1:
         raise RuntimeError(f"processes diverged: weight/mask digests per rank {digests}")
     return {"digests": digests, "identical": True}
-
-
-def run_fingerprint(cfg: DictConfig, seed: int) -> str:
-    """Identifies what a checkpoint was trained for: everything that can change the numbers."""
-    spec = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("seeds", "force", "report", "results_dir", "cache_dir", "keep_checkpoints"):
-        spec.pop(key, None)
-    spec["trainer"].pop("progress_bar", None)
-    spec["seed"] = seed
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _own_accelerate_env(t: DictConfig) -> None:
@@ -246,27 +239,14 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
 
 def logs_dir(cfg: DictConfig, seed: int) -> Path:
     """Where trackers that write files (TensorBoard) log a seed: beside its result, kept with it."""
-    return results.result_path(cfg, seed).with_suffix(".logs")
+    return results.locate(cfg, seed).result.with_suffix(".logs")
 
 
-def _epoch_metrics(log_history: list[dict]) -> list[dict[str, Any]]:
+def _epoch_metrics(log_history: list[dict]) -> list[results.Epoch]:
     """Per-epoch evaluation entries, as logged (and restored on resume) by the engine."""
-    rows = []
-    for entry in log_history:
-        if "eval_score" in entry:
-            metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")}
-            rows.append({"epoch": round(entry["epoch"], 4), "step": entry["step"], "metrics": metrics})
-    return rows
-
-
-def select_epoch(epochs: list[dict], report: str, final_structure_step: int) -> dict[str, Any]:
-    """Per-seed score: best epoch after the structure is final (pruning methods) or the last epoch."""
-    if not epochs:
-        raise RuntimeError("no evaluation was run")
-    eligible = [e for e in epochs if e["step"] >= final_structure_step] or epochs[-1:]
-    chosen = max(eligible, key=lambda e: e["metrics"]["score"]) if report == "best" else epochs[-1]
-    return {"rule": report, "after_step": final_structure_step, "epoch": chosen["epoch"],
-            "step": chosen["step"], "score": chosen["metrics"]["score"], "metrics": chosen["metrics"]}
+    return [results.Epoch(epoch=round(entry["epoch"], 4), step=entry["step"],
+                          metrics={k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")})
+            for entry in log_history if "eval_score" in entry]
 
 
 def peak_memory_mb() -> float:
@@ -275,15 +255,17 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _base_record(cfg: DictConfig, seed: int) -> dict[str, Any]:
+def _base_record(cfg: DictConfig, seed: int, where: results.RunLocation) -> dict[str, Any]:
+    """The fields every record has, complete or failed."""
     return {
-        "schema": results.SCHEMA_VERSION,
         "task": cfg.task.name,
         "method": cfg.method.name,
         "budget": cfg.budget.name if cfg.method.uses_budget else None,
         "model": cfg.model.name,
         "tag": cfg.tag,
         "seed": seed,
+        "identity": where.identity,
+        "fingerprint": where.fingerprint,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "env": environment(),
     }

@@ -3,10 +3,15 @@
 Result files are the only input; nothing is re-run and nothing is filled in. A table is data (`Table`):
 which task and value fill each column, how a result file picks its row, which section of
 `paper.yaml` holds the reference numbers. One renderer draws every table.
+
+Sweeps: configurations that differ only in a searched key (SEARCHED, the paper's Appendix E search)
+share a cell, which shows the one with the best mean dev score over its seeds (footnoted); runs that
+differ in any other key get a section of their own, titled by those values. `--sweeps` lists them all.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
 import sys
@@ -19,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from dora_bench.results import iter_results
+from dora_bench.results import ABSENT, RunResult, fingerprint, iter_results, leaves, value_text, variant
 
 Key = tuple  # a row key, e.g. ("lora", "small")
 
@@ -30,6 +35,13 @@ VARIANT_LABELS = {"with_dem": "with DEM", "without_dem": "without DEM"}
 METRIC_KEYS = {"em": ("exact_match", "exact"), "rougeL": ("rougeL", "rougeLsum")}
 # Where a pruning method keeps its initial budget (DoRA: b(0); AdaLoRA: init_r); null means 1.5x final.
 INITIAL_BUDGET_KEYS = ("initial_budget", "init_r")
+# The paper "searched" these (Appendix E, values in Table 8): configurations differing only here share a
+# cell and the best mean dev score picks one. `--searched` changes the list.
+SEARCHED = ("trainer.learning_rate", "trainer.batch_size", "trainer.epochs", "method.reg_coefficient",
+            "method.prune_interval", "method.delta_t")
+# Keys the rows already account for (Table 6 rows are initial budgets, null counting as 1.5x final; the
+# other tables take only the default start), so they never split a section or a cell; nor does the tag.
+ROW_KEYS = ("tag", *(f"method.{k}" for k in INITIAL_BUDGET_KEYS))
 
 
 class Unusable(ValueError):
@@ -40,21 +52,44 @@ class Unusable(ValueError):
 class Options:
     agg: str = "mean"      # across seeds: mean | median
     ddof: int = 0          # std: 0 = population (the convention), 1 = sample
-    select: str = "best"   # per seed: best = the epoch the run selected | last = its last epoch
+    select: str = "best"   # per seed: best dev epoch (pruning methods: after pruning ended) | last epoch
+    searched: tuple[str, ...] = SEARCHED
 
 
 @dataclass(frozen=True)
 class Run:
     path: Path
-    data: dict[str, Any]
+    result: RunResult
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.data.get("config") or {}
+    @functools.cached_property
+    def values(self) -> dict[str, Any]:
+        """The identity as dotted keys: `trainer.learning_rate`, `method.reg_coefficient`, ..."""
+        return leaves(self.result.identity)
+
+    def value(self, key: str) -> Any:
+        """A config value of this run; None when its config has no such key."""
+        return self.values.get(key)
 
     @property
     def complete(self) -> bool:
-        return self.data["status"] == "complete"
+        return self.result.complete
+
+    def section_label(self, opts: Options) -> str:
+        """The values (other than searched and row keys) that differ from its defaults: `''` for a run in
+        its defaults' configuration; `config <hash>` when those defaults cannot be composed here."""
+        changed = variant(self.result.identity)
+        if changed is None:
+            return f"config {self.config_key()[:8]}"
+        return ", ".join(f"{k}={'<absent>' if v is ABSENT else value_text(v)}" for k, v in sorted(changed.items())
+                         if k not in opts.searched and k not in ROW_KEYS)
+
+    def config_key(self) -> str:
+        """Runs with one key are seeds of one configuration, as far as the tables can tell."""
+        kept = {k: v for k, v in self.values.items() if k != "seed" and k not in ROW_KEYS}
+        return fingerprint(kept)
+
+    def searched(self, opts: Options) -> dict[str, Any]:
+        return {k: self.values[k] for k in opts.searched if k in self.values}
 
 
 # ----- values read from one result file --------------------------------------------------------------
@@ -70,12 +105,14 @@ def _finite(value: Any, what: str) -> float:
 
 def _epoch_metrics(run: Run, opts: Options) -> dict[str, Any]:
     try:
-        if opts.select == "last":
-            return run.data["epochs"][-1]["metrics"]
-        selected = run.data["selected"]
-        return {**selected["metrics"], "score": selected["score"]}
-    except (KeyError, IndexError, TypeError):
-        raise Unusable(f"no {'epochs' if opts.select == 'last' else 'selected'} metrics") from None
+        return run.result.select(opts.select).metrics
+    except ValueError as err:
+        raise Unusable(str(err)) from None
+
+
+def dev_score(run: Run, opts: Options) -> float:
+    """What picks a configuration in a cell: the run's headline dev score under the per-seed rule."""
+    return _finite(_epoch_metrics(run, opts)["score"], "dev score")
 
 
 def metric(name: str) -> Callable[[Run, Options], float]:
@@ -90,24 +127,24 @@ def metric(name: str) -> Callable[[Run, Options], float]:
 
 
 def minutes_per_epoch(run: Run, opts: Options) -> float:
-    if (run.data.get("train") or {}).get("resumed_from"):
+    if run.result.train is not None and run.result.train.resumed_from:
         raise Unusable("resumed run: its train_runtime_s covers only the part after the restart")
-    runtime = _finite((run.data.get("timing") or {}).get("train_runtime_s"), "timing.train_runtime_s")
-    epochs = len(run.data.get("epochs") or []) or (run.config.get("trainer") or {}).get("epochs")
+    runtime = _finite(run.result.timing.train_runtime_s, "timing.train_runtime_s")
+    epochs = len(run.result.epochs) or run.value("trainer.epochs")
     return runtime / _finite(epochs, "number of epochs") / 60
 
 
 def peak_memory_mb(run: Run, opts: Options) -> float:
-    return _finite((run.data.get("timing") or {}).get("peak_memory_mb"), "timing.peak_memory_mb")
+    return _finite(run.result.timing.peak_memory_mb, "timing.peak_memory_mb")
 
 
 # ----- which row a result file belongs to (from its resolved config) ---------------------------------
 def method_option(run: Run, name: str) -> Any:
-    return (run.config.get("method") or {}).get(name)
+    return run.value(f"method.{name}")
 
 
 def final_rank(run: Run) -> int | None:
-    return (run.config.get("budget") or {}).get("rank")
+    return run.value("budget.rank")
 
 
 def initial_budget(run: Run) -> int | None:
@@ -122,7 +159,7 @@ def dem_on(run: Run) -> bool:
     """DEM weight eta > 0; absent keys fall back to the task's Table-8 value, then to 'on' (the default)."""
     eta = method_option(run, "reg_coefficient")
     if eta is None:
-        eta = (run.config.get("task") or {}).get("reg_coefficient")
+        eta = run.value("task.reg_coefficient")
     return eta is None or float(eta) > 0
 
 
@@ -134,31 +171,31 @@ def default_start(run: Run) -> bool:
 
 def paper_setting(run: Run) -> bool:
     """The main tables' configuration: DoRA/AdaLoRA with the default start; DoRA with DEM."""
-    method = run.data["method"]
+    method = run.result.method
     return method not in ("dora", "adalora") or (default_start(run) and (method != "dora" or dem_on(run)))
 
 
 def main_row(run: Run) -> Key | None:
     """Tables 2-4: untagged runs (experiments tag the variants they add) in the paper's setting."""
-    if run.data.get("tag", "") or not paper_setting(run):
+    if run.result.tag or not paper_setting(run):
         return None
-    return run.data["method"], run.data.get("budget")
+    return run.result.method, run.result.budget
 
 
 def dem_row(run: Run) -> Key | None:
-    if run.data["method"] != "dora" or not default_start(run):
+    if run.result.method != "dora" or not default_start(run):
         return None
-    return "with_dem" if dem_on(run) else "without_dem", run.data.get("budget")
+    return "with_dem" if dem_on(run) else "without_dem", run.result.budget
 
 
 def initial_budget_row(run: Run) -> Key | None:
-    if run.data["method"] != "dora" or not dem_on(run):
+    if run.result.method != "dora" or not dem_on(run):
         return None
     return final_rank(run), initial_budget(run)
 
 
 def efficiency_row(run: Run) -> Key | None:
-    return (run.data["method"], run.data.get("budget")) if paper_setting(run) else None
+    return (run.result.method, run.result.budget) if paper_setting(run) else None
 
 
 # ----- the paper's numbers ---------------------------------------------------------------------------
@@ -259,49 +296,86 @@ TABLES = (
 )
 
 
-# ----- collecting and aggregating ------------------------------------------------------------------
+# ----- collecting, picking and aggregating ----------------------------------------------------------
 @dataclass
-class Cell:
-    values: dict[int, float] = field(default_factory=dict)   # seed -> value
+class Config:
+    """One configuration in one cell (row, task): dev score and column values of each of its seeds."""
+    searched: dict[str, Any]
+    folder: Path                                                # where its (first) result file is
+    scores: dict[int, float] = field(default_factory=dict)      # seed -> dev score
+    values: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))  # column -> seed -> value
     failed: set[int] = field(default_factory=set)
     duplicates: list[Path] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+
+    def add(self, run: Run, score: float | None, values: dict[str, float]) -> None:
+        seed = run.result.seed
+        if not run.complete:
+            self.failed.add(seed)
+        elif seed in self.scores:
+            self.duplicates.append(run.path)   # one configuration and seed twice (e.g. under two tags)
+        else:
+            self.scores[seed] = score
+            for label, value in values.items():
+                self.values[label][seed] = value
+            if run.result.params is not None:
+                self.params.append(run.result.params.trainable_paper)
+            self.runs.append(run)
+
+    @property
+    def still_failed(self) -> set[int]:
+        """Failed seeds that no complete run of this configuration replaced."""
+        return self.failed - set(self.scores)
+
+    def mean_score(self) -> float:
+        return float(np.mean(list(self.scores.values()))) if self.scores else -math.inf
+
+
+@dataclass
+class Cell:
+    """Every configuration of one (row, task) in a section; the table shows the chosen one."""
+    configs: dict[str, Config] = field(default_factory=dict)
+
+    def chosen(self) -> Config | None:
+        """Best mean dev score over seeds (ties: more seeds, then the first by path); None: no seed completed."""
+        scored = [c for c in self.configs.values() if c.scores]
+        return max(scored, key=lambda c: (c.mean_score(), len(c.scores))) if scored else None
+
+    def failed(self) -> set[int]:
+        chosen = self.chosen()
+        return chosen.still_failed if chosen else set().union(*(c.still_failed for c in self.configs.values()))
+
+
+SectionKey = tuple  # (model, label of the values that differ from the defaults; '' for none)
 
 
 @dataclass
 class Section:
-    """One model's part of a table: cells by (row key, column label)."""
+    """One model's part of a table, for one set of non-searched values: cells by (row key, task)."""
     cells: dict[tuple[Key, str], Cell] = field(default_factory=lambda: defaultdict(Cell))
-    params: dict[Key, list[int]] = field(default_factory=lambda: defaultdict(list))
     devices: set[str] = field(default_factory=set)
     problems: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def collect(table: Table, runs: list[Run], opts: Options) -> dict[str, Section]:
-    """Runs are sorted by path, so when two files give the same seed the untagged one comes first and wins."""
-    sections: dict[str, Section] = defaultdict(Section)
+def collect(table: Table, runs: list[Run], opts: Options) -> dict[SectionKey, Section]:
+    """Runs are sorted by path, so when one configuration has a seed twice the untagged file comes first and wins."""
+    sections: dict[SectionKey, Section] = defaultdict(Section)
     for run in runs:
-        key = table.row_key(run) if run.data["task"] in table.tasks else None
+        key = table.row_key(run) if run.result.task in table.tasks else None
         if key is None:
             continue
-        section = sections[run.data["model"]]
-        seed = run.data["seed"]
-        columns = [c for c in table.columns if c.task == run.data["task"]]
+        section = sections[run.result.model, run.section_label(opts)]
+        columns = [c for c in table.columns if c.task == run.result.task]
         try:
+            score = dev_score(run, opts) if run.complete else None
             values = {c.label: c.value(run, opts) for c in columns} if run.complete else {}
         except Unusable as err:
             section.problems.append((run.path, str(err)))
             continue
-        section.devices.add(str((run.data.get("env") or {}).get("device", "?")))
-        if run.complete and isinstance((run.data.get("params") or {}).get("trainable_paper"), int):
-            section.params[key].append(run.data["params"]["trainable_paper"])
-        for column in columns:
-            cell = section.cells[key, column.label]
-            if not run.complete:
-                cell.failed.add(seed)
-            elif seed in cell.values:
-                cell.duplicates.append(run.path)
-            else:
-                cell.values[seed] = values[column.label]
+        section.devices.add(str(run.result.env.get("device", "?")))
+        configs = section.cells[key, run.result.task].configs
+        configs.setdefault(run.config_key(), Config(run.searched(opts), run.path.parent)).add(run, score, values)
     return sections
 
 
@@ -367,9 +441,10 @@ def _params_cells(counts: list[int], ref: PaperRow | None) -> list[str]:
 
 
 def render_rows(table: Table, section: Section, paper: dict[Key, PaperRow], opts: Options) -> list[list[str]]:
-    keys = row_order(table, {k for k, _ in section.cells} | set(section.params), paper)
-    stats = {(k, c.label): aggregate(list(section.cells[k, c.label].values.values()), opts)
-             for k in keys for c in table.columns if (k, c.label) in section.cells}
+    keys = row_order(table, {k for k, _ in section.cells}, paper)
+    chosen = {where: cell.chosen() for where, cell in section.cells.items()}
+    stats = {(k, c.label): aggregate(list(chosen[k, c.task].values[c.label].values()), opts)
+             for k in keys for c in table.columns if chosen.get((k, c.task))}
 
     def center(key: Key | None, column: Column) -> float | None:
         found = stats.get((key, column.label))
@@ -380,7 +455,8 @@ def render_rows(table: Table, section: Section, paper: dict[Key, PaperRow], opts
     for key in keys:
         ref = paper.get(table.paper_key(key))
         row = [_label(v) for v in key] + [""] * (len(table.key_headers) - len(key))
-        row += _params_cells(section.params.get(key, []), ref) if table.params else []
+        counts = [n for (k, _), config in chosen.items() if k == key and config for n in config.params]
+        row += _params_cells(counts, ref) if table.params else []
         for column in table.columns:
             ours, theirs = center(key, column), ref.values.get(column.paper) if ref else None
             if column.ratio:  # relative to LoRA, ours and the paper's alike
@@ -389,8 +465,8 @@ def render_rows(table: Table, section: Section, paper: dict[Key, PaperRow], opts
                 theirs = theirs / paper_lora.values[column.paper] if theirs is not None and paper_lora else None
                 row += [f"{ours:.2f}" if ours is not None else "—", _paper_text(ours, theirs, 2)]
             else:
-                cell = section.cells.get((key, column.label), Cell())
-                row += [_cell_text(stats.get((key, column.label)), len(cell.failed - set(cell.values)), column.digits),
+                cell = section.cells.get((key, column.task), Cell())
+                row += [_cell_text(stats.get((key, column.label)), len(cell.failed()), column.digits),
                         _paper_text(ours, theirs, column.digits)]
         if table.avg:  # of the task cells, only when every task has one
             parts = [center(key, c) for c in table.columns]
@@ -399,6 +475,29 @@ def render_rows(table: Table, section: Section, paper: dict[Key, PaperRow], opts
             row += [f"{ours:.2f}" if ours is not None else "—", _paper_text(ours, paper_avg, 2)]
         rows.append(row)
     return rows
+
+
+def _cells_in_order(section: Section) -> list[tuple[tuple[Key, str], Cell]]:
+    return sorted(section.cells.items(), key=lambda item: (_sort_key(item[0][0]), item[0][1]))
+
+
+def search_notes(section: Section, opts: Options) -> list[str]:
+    """Under a section: which configuration each cell with several shows, and what it was chosen from."""
+    notes = []
+    for (key, task), cell in _cells_in_order(section):
+        if len(cell.configs) < 2:
+            continue
+        where = f"{' '.join(_label(v) for v in key)} · {task}"
+        best = cell.chosen()
+        if best is None:
+            notes.append(f"- {where}: none of its {len(cell.configs)} configurations completed a seed")
+            continue
+        differing = [k for k in opts.searched
+                     if len({value_text(c.searched.get(k)) for c in cell.configs.values()}) > 1]
+        chosen = ", ".join(f"{k}={value_text(best.searched.get(k))}" for k in differing)
+        notes.append(f"- {where}: {chosen or 'one of identical searched values'}, best mean dev score "
+                     f"{best.mean_score():.2f} (n={len(best.scores)}) of {len(cell.configs)} configurations")
+    return notes
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -414,7 +513,7 @@ def headers(table: Table) -> list[str]:
 
 
 def footnote(table: Table, opts: Options) -> str:
-    rule = ("the epoch each run selected (best dev epoch; pruning methods: after pruning ended)"
+    rule = ("the best dev epoch (pruning methods: after pruning ended)"
             if opts.select == "best" else "the last evaluated epoch")
     per_epoch = any(getattr(c.value, "per_epoch", False) for c in table.columns)
     return (f"Cells: {opts.agg} ± std (ddof={opts.ddof}) over seeds (n seeds, 'k failed' = failed seeds, not in "
@@ -424,10 +523,24 @@ def footnote(table: Table, opts: Options) -> str:
                if table.params else ""))
 
 
+def sweep_footnote(opts: Options) -> str:
+    searched = ", ".join(opts.searched) or "none"
+    return (f"Sweeps: configurations that differ only in searched keys ({searched}) share a cell, which shows "
+            f"the one with the best mean dev score over its seeds (chosen values listed under the section; "
+            f"`dora-bench-tables --sweeps` lists every configuration). Runs that differ in any other key from "
+            f"the defaults of their model, task, method and budget get a section of their own, titled by "
+            f"those values.")
+
+
 def _run_task(path: Path, root: Path) -> tuple[str | None, str | None]:
     """(model, task) from runs/<model>/<task>/...; None where the path is too short to tell."""
     parts = path.relative_to(Path(root) / "runs").parts
     return (parts[0] if len(parts) > 2 else None), (parts[1] if len(parts) > 3 else None)
+
+
+def section_title(key: SectionKey) -> str:
+    model, label = key
+    return f"model: {model}" + (f" — {label}" if label else "")
 
 
 def render_table(table: Table, runs: list[Run], skipped: list[tuple[Path, str]], paper_doc: dict, opts: Options,
@@ -435,19 +548,49 @@ def render_table(table: Table, runs: list[Run], skipped: list[tuple[Path, str]],
     paper = table.paper_rows(paper_doc[table.paper_section])
     sections = collect(table, runs, opts)
     out = [f"# {table.title}", ""]
-    for model in sorted(sections) or [None]:
-        section = sections[model] if model else Section()
-        out += [f"## model: {model}" if model else "## no results", "",
+    for key in sorted(sections) or [None]:
+        section = sections[key] if key else Section()
+        out += [f"## {section_title(key)}" if key else "## no results", "",
                 markdown_table(headers(table), render_rows(table, section, paper, opts)), ""]
-        duplicates = [p for cell in section.cells.values() for p in cell.duplicates]
-        out += [f"- devices: {', '.join(sorted(section.devices))}"] if model else []
+        duplicates = [p for cell in section.cells.values() for c in cell.configs.values() for p in c.duplicates]
+        out += [f"- devices: {', '.join(sorted(section.devices))}"] if key else []
+        out += search_notes(section, opts)
         out += [f"- ignored {len(duplicates)} file(s) repeating a seed already in their cell, e.g. {duplicates[0]}"
                 ] if duplicates else []
         out += [f"- skipped {path}: {reason}" for path, reason in section.problems] + [""]
-    out += ["Notes:", f"- {footnote(table, opts)}"] + [f"- {note}" for note in table.notes]
+    out += ["Notes:", f"- {footnote(table, opts)}", f"- {sweep_footnote(opts)}"] + [f"- {note}" for note in table.notes]
     unreadable = [(p, r) for p, r in skipped if _run_task(p, root)[1] in table.tasks | {None}]
     if unreadable:
         out += ["", "Skipped files (not read):"] + [f"- {path}: {reason}" for path, reason in unreadable]
+    return "\n".join(out) + "\n"
+
+
+def render_sweeps(runs: list[Run], opts: Options, root: Path) -> str:
+    """Every configuration of every table cell: searched values, dev score over seeds, failures, folder."""
+    out = ["# Sweeps: every configuration of each table cell", "",
+           f"Dev score: the headline metric per seed ({opts.select} epoch rule), {opts.agg} ± std (ddof={opts.ddof}) "
+           f"(n seeds). ✓ = the configuration the table shows (best mean dev score over seeds). Searched keys: "
+           f"{', '.join(opts.searched) or 'none'}.", ""]
+    for table in TABLES:
+        sections = collect(table, runs, opts)
+        for key in sorted(k for k, section in sections.items() if section.cells):
+            section = sections[key]
+            searched = [k for k in opts.searched
+                        if any(k in c.searched for cell in section.cells.values() for c in cell.configs.values())]
+            rows = []
+            for (row_key, task), cell in _cells_in_order(section):
+                best = cell.chosen()
+                for config in sorted(cell.configs.values(), key=lambda c: -c.mean_score()):
+                    stats = aggregate(list(config.scores.values()), opts)
+                    labels = [_label(v) for v in row_key] + [""] * (len(table.key_headers) - len(row_key))
+                    rows.append([*labels, task, "✓" if config is best else "",
+                                 *(value_text(config.searched[k]) if k in config.searched else "—" for k in searched),
+                                 _cell_text(stats, 0, 2), str(len(config.still_failed)),
+                                 str(config.folder.relative_to(root)) if config.folder.is_relative_to(root)
+                                 else str(config.folder)])
+            columns = [*table.key_headers, "task", "shown", *searched,
+                       "dev score", "failed", "folder"]
+            out += [f"## {table.title} — {section_title(key)}", "", markdown_table(columns, rows), ""]
     return "\n".join(out) + "\n"
 
 
@@ -493,31 +636,42 @@ class Panel:
         return labels, layers, grid
 
 
-def figure_panels(runs: list[Run]) -> tuple[dict[tuple, Panel], str]:
-    """Panels keyed (model, method, task, final budget) from SST-2 runs, or from every task if none is SST-2."""
-    usable = [r for r in runs if r.complete and r.data["method"] in ("dora", "adalora") and main_row(r)
-              and isinstance((r.data.get("method_summary") or {}).get("rank_pattern"), dict)
-              and r.data["method_summary"]["rank_pattern"]]
-    sst2 = [r for r in usable if r.data["task"] == "sst2"]
+def figure_panels(runs: list[Run], opts: Options) -> tuple[dict[tuple, Panel], str]:
+    """Panels keyed (model, section label, method, task, final budget) from SST-2 runs, or from every task if
+    none is SST-2; of several configurations of a panel, the one with the best mean dev score (as in the tables)."""
+    usable = [r for r in runs if r.complete and r.result.method in ("dora", "adalora") and main_row(r)
+              and isinstance(r.result.method_summary.get("rank_pattern"), dict)
+              and r.result.method_summary["rank_pattern"]]
+    sst2 = [r for r in usable if r.result.task == "sst2"]
     note = "SST-2 runs." if sst2 or not usable else (
-        f"no SST-2 runs with rank patterns: fell back to {', '.join(sorted({r.data['task'] for r in usable}))}.")
-    panels: dict[tuple, Panel] = defaultdict(Panel)
+        f"no SST-2 runs with rank patterns: fell back to {', '.join(sorted({r.result.task for r in usable}))}.")
+    cells: dict[tuple, Cell] = defaultdict(Cell)
     for run in sst2 or usable:
-        panel = panels[run.data["model"], run.data["method"], run.data["task"], final_rank(run)]
-        panel.seeds.append(run.data["seed"])
-        for name, value in run.data["method_summary"]["rank_pattern"].items():
-            where = matrix_of(name)
-            if where is None:
-                panel.unknown.add(name)
-            else:
-                panel.counts[where].append(_kept(value))
+        try:
+            score = dev_score(run, opts)
+        except Unusable:
+            continue   # the tables list it; a panel needs a score to pick its configuration
+        key = (run.result.model, run.section_label(opts), run.result.method, run.result.task, final_rank(run))
+        cells[key].configs.setdefault(run.config_key(), Config(run.searched(opts), run.path.parent)).add(run, score, {})
+    panels: dict[tuple, Panel] = defaultdict(Panel)
+    for key, cell in cells.items():
+        for run in cell.chosen().runs:
+            panel = panels[key]
+            panel.seeds.append(run.result.seed)
+            for name, value in run.result.method_summary["rank_pattern"].items():
+                where = matrix_of(name)
+                if where is None:
+                    panel.unknown.add(name)
+                else:
+                    panel.counts[where].append(_kept(value))
     # DoRA first (the figure's subject), then AdaLoRA; within a method by model, task, budget.
-    return dict(sorted(panels.items(), key=lambda kv: (kv[0][1] != "dora", _sort_key(kv[0])))), note
+    return dict(sorted(panels.items(), key=lambda kv: (kv[0][2] != "dora", _sort_key(kv[0])))), note
 
 
 def _panel_title(key: tuple, panel: Panel) -> str:
-    model, method, task, rank = key
-    return f"{_label(method)}, final budget {rank}: {task}, {model}, seeds {sorted(panel.seeds)}"
+    model, label, method, task, rank = key
+    return (f"{_label(method)}, final budget {rank}: {task}, {model}, seeds {sorted(panel.seeds)}"
+            + (f" ({label})" if label else ""))
 
 
 def render_figure_md(panels: dict[tuple, Panel], note: str) -> str:
@@ -559,7 +713,7 @@ def render_figure_png(panels: dict[tuple, Panel], path: Path) -> None:
         ax.set_yticks(range(len(labels)), labels)
         ax.set_xticks(range(len(layers)), [str(layer + 1) for layer in layers])
         ax.set_xlabel("layer")
-        ax.set_title(f"{_label(key[1])} b(T)={key[3]} ({key[2]}, {key[0]})", fontsize=9)
+        ax.set_title(f"{_label(key[2])} b(T)={key[4]} ({key[3]}, {key[0]})", fontsize=9)
         if grid.size <= 300:  # numbers stay readable up to about a 12-layer encoder
             for (i, j), value in np.ndenumerate(grid):
                 if not np.isnan(value):
@@ -572,18 +726,22 @@ def render_figure_png(panels: dict[tuple, Panel], path: Path) -> None:
 
 # ----- command line ----------------------------------------------------------------------------------
 def load_runs(root: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """Readable results with the fields every table needs; everything else is listed with its reason."""
+    """Readable results (schema 1 migrated on read); everything else is listed with its reason."""
     runs, skipped = [], []
-    for path, data, problem in iter_results(root):
+    for path, result, problem in iter_results(root):
         if problem:
             skipped.append((path, problem.removeprefix(f"{path}: ")))
-        elif data["status"] not in ("complete", "failed"):
-            skipped.append((path, f"status {data['status']!r}"))
-        elif missing := [k for k in ("task", "method", "model", "seed") if k not in data]:
-            skipped.append((path, f"missing {', '.join(missing)}"))
         else:
-            runs.append(Run(path, data))
+            runs.append(Run(path, result))
     return runs, skipped
+
+
+def _key_list(text: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    for key in keys:
+        if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
+            raise argparse.ArgumentTypeError(f"{key!r} is not a dotted config key (e.g. trainer.learning_rate)")
+    return keys
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -594,7 +752,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--agg", choices=("mean", "median"), default="mean", help="across seeds (default: mean)")
     parser.add_argument("--ddof", type=int, choices=(0, 1), default=0, help="std ddof (default 0, population)")
     parser.add_argument("--select", choices=("best", "last"), default="best",
-                        help="per-seed value: the run's selected epoch (best) or its last epoch")
+                        help="per-seed value: the best dev epoch (pruning methods: after pruning ended) or the last")
+    parser.add_argument("--searched", type=_key_list, default=SEARCHED, metavar="KEY,KEY",
+                        help="config keys a cell picks its best configuration over (other differing keys get "
+                             f"sections of their own); default: {','.join(SEARCHED)}; '' for none")
+    parser.add_argument("--sweeps", action="store_true",
+                        help="also list every configuration of each cell (mean ± std, n): sweeps.md, printed")
     return parser.parse_args(argv)
 
 
@@ -606,19 +769,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else root / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    opts = Options(agg=args.agg, ddof=args.ddof, select=args.select)
+    opts = Options(agg=args.agg, ddof=args.ddof, select=args.select, searched=args.searched)
     runs, skipped = load_runs(root)
     if args.model:
-        runs = [r for r in runs if r.data["model"] == args.model]
+        runs = [r for r in runs if r.result.model == args.model]
         skipped = [(p, why) for p, why in skipped if _run_task(p, root)[0] in (args.model, None)]
+    for key in (k for k in opts.searched if opts.searched != SEARCHED and not any(k in r.values for r in runs)):
+        print(f"[dora-bench-tables] warning: searched key {key} is in no result's config", file=sys.stderr)
     paper = load_paper()
     for table in TABLES:
         (out / f"{table.name}.md").write_text(render_table(table, runs, skipped, paper, opts, root), encoding="utf-8")
-    panels, note = figure_panels(runs)
+    panels, note = figure_panels(runs, opts)
     (out / "figure2.md").write_text(render_figure_md(panels, note), encoding="utf-8")
     render_figure_png(panels, out / "figure2.png")
+    written = [t.name for t in TABLES] + ["figure2"]
+    if args.sweeps:
+        sweeps = render_sweeps(runs, opts, root)
+        (out / "sweeps.md").write_text(sweeps, encoding="utf-8")
+        print(sweeps)
+        written.append("sweeps")
     print(f"[dora-bench-tables] {len(runs)} result file(s) read, {len(skipped)} skipped; wrote "
-          f"{', '.join(t.name for t in TABLES)}, figure2 to {out}")
+          f"{', '.join(written)} to {out}")
     for path, reason in skipped:
         print(f"[dora-bench-tables] skipped {path}: {reason}", file=sys.stderr)
     return 0

@@ -71,6 +71,13 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
+def variant_dir(run_dir: Path) -> Path:
+    """The one configuration folder under runs/<model>/<task>/<method-budget> (a test running one configuration)."""
+    found = [p for p in Path(run_dir).iterdir() if p.is_dir() and not p.name.endswith((".adapter", ".predictions"))]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def run_cli(*overrides: str, cwd: Path, script: str = "dora_bench", timeout: int = 600,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <script> overrides...` the way a user runs the console script."""
@@ -121,3 +128,37 @@ def write_xsum(root: Path, n_train: int = 16, n_dev: int = 6) -> Path:
         write_jsonl(root / name, [{"id": str(i), "document": "\n".join(sentence(rng) for _ in range(4)),
                                    "summary": sentence(rng)} for i in range(n)])
     return root
+
+
+def write_result_file(root: Path, task: str, method: str, budget: str | None = None, seed: int = 1,
+                      score: float = 80.0, *, model: str = "roberta_base", tag: str = "", overrides=(),
+                      status: str = "complete", metrics: dict | None = None, epochs: list[dict] | None = None,
+                      final_structure_step: int = 0, params: int = 331_776, timing: dict | None = None,
+                      train: dict | None = None, method_summary: dict | None = None) -> Path:
+    """A result file as run.py writes it (the real composed config, identity and location), with made-up
+    numbers: one epoch scoring `score` unless `epochs` are given."""
+    from omegaconf import OmegaConf
+
+    from dora_bench import results
+
+    cfg = results.compose_config([f"task={task}", f"method={method}", f"model={model}", f"tag='{tag}'",
+                                  f"results_dir={root}", *([f"budget={budget}"] if budget else []), *overrides])
+    where = results.locate(cfg, seed)
+    record = results.RunResult(status=status, task=task, method=method,
+                               budget=cfg.budget.name if cfg.method.uses_budget else None, model=model, tag=tag,
+                               seed=seed, identity=where.identity, fingerprint=where.fingerprint,
+                               config=OmegaConf.to_container(cfg, resolve=True), env={"device": "cpu"})
+    if status == "complete":
+        record.metric = cfg.task.metric
+        record.epochs = [results.Epoch(**e) for e in epochs or
+                         [{"epoch": 1.0, "step": 10, "metrics": {"score": score, **(metrics or {})}}]]
+        record.final_structure_step = final_structure_step
+        record.params = results.Params(trainable_paper=params, trainable_with_head=params + 10, total=10**6)
+        record.timing = results.Timing(**(timing or {"train_runtime_s": 60.0, "peak_memory_mb": 1000.0}))
+        record.train = results.TrainInfo(optimizer_steps=10, train_samples=80, eval_samples={"validation": 20},
+                                         **(train or {}))
+        record.method_summary = method_summary or {}
+    else:
+        record.error = "RuntimeError: boom"
+    results.write_result(where.result, record)
+    return where.result

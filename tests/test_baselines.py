@@ -1,14 +1,14 @@
 """AdaLoRA (PEFT) and AdapterHub adapters: allocator wiring, counts, frozen weights, CLI."""
-import json
 import math
 
 import pytest
 import torch
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, variant_dir
 from roberta_base import config, roberta_base
 from tiny_training import build, toy_dataset, train
 
 from dora_bench.methods import apply_method
+from dora_bench.results import read_result
 
 ROBERTA_BASE_SUM = 165_888  # Σ (d_in + d_out) over the 72 adapted matrices of RoBERTa-base
 PAPER = {("h_adapter", "small"): 313_536, ("h_adapter", "large"): 1_198_848,
@@ -90,9 +90,10 @@ def test_cli_runs_every_baseline(glue_dir, cache_dir, tmp_path):
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     for run in ("adalora-small", "h_adapter-small", "p_adapter-small"):
-        result = json.loads((tmp_path / "results/runs/tiny_roberta/rte" / run / "seed=1.json").read_text())
-        assert result["status"] == "complete", result.get("error")
-        assert all(math.isfinite(v) for v in result["selected"]["metrics"].values())
-        assert (tmp_path / "results/runs/tiny_roberta/rte" / run / "seed=1.adapter").is_dir()
-    adalora = json.loads((tmp_path / "results/runs/tiny_roberta/rte/adalora-small/seed=1.json").read_text())
-    assert adalora["method_summary"]["rank_pattern"] and adalora["selected"]["after_step"] > 0
+        folder = variant_dir(tmp_path / "results/runs/tiny_roberta/rte" / run)
+        result = read_result(folder / "seed=1.json")
+        assert result.status == "complete", result.error
+        assert all(math.isfinite(v) for v in result.select("best").metrics.values())
+        assert (folder / "seed=1.adapter").is_dir()
+    adalora = read_result(variant_dir(tmp_path / "results/runs/tiny_roberta/rte/adalora-small") / "seed=1.json")
+    assert adalora.method_summary["rank_pattern"] and adalora.final_structure_step > 0

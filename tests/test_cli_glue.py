@@ -3,7 +3,9 @@ import json
 import math
 
 import pytest
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, variant_dir
+
+from dora_bench.results import RunResult
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli")
 
@@ -20,7 +22,7 @@ def sweep(tmp_path_factory, glue_dir, cache_dir):
 
 
 def load(work, task, run):
-    return json.loads((work / "results/runs/tiny_roberta" / task / run / "seed=1.json").read_text())
+    return json.loads((variant_dir(work / "results/runs/tiny_roberta" / task / run) / "seed=1.json").read_text())
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -31,7 +33,7 @@ def test_every_glue_task_writes_a_complete_result_with_finite_metrics(sweep, tas
     assert [e["epoch"] for e in result["epochs"]] == [1.0, 2.0]
     for epoch in result["epochs"]:
         assert all(isinstance(v, float) and math.isfinite(v) for v in epoch["metrics"].values())
-    assert result["selected"]["score"] == max(e["metrics"]["score"] for e in result["epochs"])
+    assert RunResult.from_dict(result).select("best").score == max(e["metrics"]["score"] for e in result["epochs"])
     assert result["params"]["trainable_paper"] < result["params"]["trainable_with_head"]
     assert result["data"]["files"]["train"]["sha256"]
     assert result["env"]["versions"]["transformers"].startswith("4.57")
@@ -59,7 +61,7 @@ def test_budget_free_methods_have_no_budget_in_their_name(sweep):
 
 def test_rerun_skips_finished_seeds(sweep, glue_dir):
     work, _ = sweep
-    path = work / "results/runs/tiny_roberta/rte/lora-small/seed=1.json"
+    path = variant_dir(work / "results/runs/tiny_roberta/rte/lora-small") / "seed=1.json"
     before = path.stat().st_mtime_ns, path.read_text()
     again = run_cli("task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=work)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -72,7 +74,7 @@ def test_same_seed_twice_gives_identical_metrics(sweep, glue_dir, tmp_path):
     again = run_cli("task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     first = load(work, "rte", "lora-small")
-    second = json.loads((tmp_path / "results/runs/tiny_roberta/rte/lora-small/seed=1.json").read_text())
+    second = json.loads((variant_dir(tmp_path / "results/runs/tiny_roberta/rte/lora-small") / "seed=1.json").read_text())
     assert [e["metrics"] for e in first["epochs"]] == [e["metrics"] for e in second["epochs"]]
 
 
@@ -80,5 +82,5 @@ def test_seed_loop_prints_mean_and_std(glue_dir, cache_dir, tmp_path):
     out = run_cli("task=rte", "method=bitfit", "seeds=[1,2]", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "over 2 seed(s) [1, 2]" in out.stdout and "±" in out.stdout
-    runs = tmp_path / "results/runs/tiny_roberta/rte/bitfit"
+    runs = variant_dir(tmp_path / "results/runs/tiny_roberta/rte/bitfit")
     assert sorted(p.name for p in runs.glob("*.json")) == ["seed=1.json", "seed=2.json"]

@@ -10,6 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dora_bench.schema import validate
+from dora_bench import results, tables
 
 CONF = files("dora_bench.conf")
 EXPERIMENTS = sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath("experiment").iterdir()
@@ -30,19 +31,33 @@ def raw(name):
     return text, yaml.safe_load(text)
 
 
+def is_search(name):
+    """Optuna experiments: their hydra.sweeper.params are a search space, every trial runs all `seeds`."""
+    return any("hydra/sweeper" in entry for item in raw(name)[1].get("defaults", []) for entry in item)
+
+
+GRIDS = [name for name in EXPERIMENTS if not is_search(name)]
+
+
+def sweep_overrides(name):
+    """hydra.sweeper.params as Hydra's own parser reads them (OmegaConf first: `\\${...}` escapes)."""
+    params = OmegaConf.load(CONF.joinpath("experiment", f"{name}.yaml")).hydra.sweeper.params
+    return OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+
+
 def sweep_lists(name):
-    """{key: [values]} of hydra.sweeper.params, parsed by Hydra's own override parser."""
-    params = raw(name)[1]["hydra"]["sweeper"]["params"]
-    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    """{key: [values]} of a grid experiment's hydra.sweeper.params."""
     return {o.get_key_element(): list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
-            for o in overrides}
+            for o in sweep_overrides(name)}
 
 
 def referenced(name):
     """Group options an experiment selects: `override /group: x` defaults and swept group keys."""
     refs = {(entry.split()[1].strip("/:").split(":")[0], str(value))
-            for item in raw(name)[1].get("defaults", []) for entry, value in item.items()}
-    refs |= {(key, value) for key, values in sweep_lists(name).items() if key in GROUPS for value in values}
+            for item in raw(name)[1].get("defaults", []) for entry, value in item.items()
+            if "hydra/" not in entry}
+    lists = sweep_lists(name) if not is_search(name) else {}
+    refs |= {(key, value) for key, values in lists.items() if key in GROUPS for value in values}
     return refs
 
 
@@ -82,12 +97,15 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
     assert set(data["hydra"]) == {"sweeper"}             # no launcher here: ignored in multirun, goes on the CLI
     assert not any("launcher" in entry for item in data.get("defaults", []) for entry in item)
     assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method"}, set(data)
-    assert sweep_lists(name)["seed"] == (["1", "2", "3"] if name == "cpu_glue" else ["1", "2", "3", "4", "5"])
+    if is_search(name):
+        assert "seed" not in data["hydra"]["sweeper"]["params"]   # a trial is every seed: its objective is their mean
+    else:
+        assert sweep_lists(name)["seed"] == (["1", "2", "3"] if name == "cpu_glue" else ["1", "2", "3", "4", "5"])
     for group, option in referenced(name):
         assert option in KNOWN[group], (group, option)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", GRIDS)
 def test_every_job_of_the_sweep_composes(name):
     assert not {(g, o) for g, o in referenced(name) if o not in available(g)}
     for overrides in jobs(name):
@@ -101,16 +119,41 @@ def test_table2_covers_all_methods_and_budgets_with_budget_as_outer_loop():
     assert set(lists["method"]) == KNOWN["method"] and len(lists["task"]) == 8
 
 
-def test_table5_dem_group_switches_dem_off_only_for_the_no_dem_variant():
-    assert sweep_lists("table5")["+dem"] == ["with", "without"]
+def test_table5_switches_dem_off_and_reuses_the_table2_runs_with_dem():
+    swept = sweep_lists("table5")["method.reg_coefficient"]
+    assert len(swept) == 2 and swept[1] == "0"              # swept[0]: the job's own task.reg_coefficient
     for task in ("stsb", "cola", "sst2"):
-        with_dem, without = (composed("table5", f"task={task}", f"+dem={variant}") for variant in ("with", "without"))
-        assert (with_dem["tag"], without["tag"]) == ("", "-noDEM")
+        with_dem, without = (composed("table5", f"task={task}", f"method.reg_coefficient={value}") for value in swept)
+        assert with_dem["tag"] == without["tag"] == ""
         assert with_dem["method"]["reg_coefficient"] == with_dem["task"]["reg_coefficient"] > 0
         assert without["method"]["reg_coefficient"] == 0
         assert with_dem["method"]["name"] == "dora" and with_dem["budget"]["name"] == "large"
-        # the with-DEM runs are Table 2's runs: the same configuration, so their results are reused
-        assert with_dem == composed("table2", f"task={task}", "method=dora", "budget=large")
+        table2_run = OmegaConf.to_container(compose("config", overrides=[f"task={task}", "method=dora",
+                                                                          "budget=large"]), resolve=True)
+        assert results.identity(with_dem, 1) == results.identity(table2_run, 1)   # the same result files
+        assert results.identity(without, 1) != results.identity(table2_run, 1)
+
+
+def test_search_spans_the_appendix_e_keys_around_table_8():
+    """The paper searched learning rate, batch size, epochs, DEM weight and pruning interval (Appendix E)."""
+    space = {o.get_key_element(): o for o in sweep_overrides("search")}
+    assert set(space) == {"trainer.learning_rate", "trainer.batch_size", "trainer.epochs", "method.reg_coefficient",
+                          "method.prune_interval"}
+    assert set(space) <= set(tables.SEARCHED)               # the tables pick among exactly these
+    hydra_cfg = compose("config", overrides=["+experiment=search"], return_hydra_config=True).hydra
+    assert hydra_cfg.sweeper.direction == "maximize" and "optuna" in hydra_cfg.sweeper._target_
+    for task in KNOWN["task"]:                              # Table 8's values lie in the space, every task
+        model = ["model=bart_base"] if task == "xsum" else []   # the one seq2seq task
+        table8 = composed("search", f"task={task}", *model)
+        for key, override in space.items():
+            value = OmegaConf.select(OmegaConf.create(table8), key)
+            sweep = override.value()
+            if hasattr(sweep, "list"):                      # choice(...)
+                assert value in sweep.list, (task, key, value)
+                for choice in sweep.list:
+                    assert OmegaConf.select(OmegaConf.create(composed("search", f"{key}={choice}")), key) == choice
+            else:                                           # interval(...)
+                assert sweep.start <= value <= sweep.end, (task, key, value)
 
 
 def test_table6_tags_each_initial_budget():

@@ -3,7 +3,9 @@ import json
 import math
 
 import pytest
-from helpers import run_cli, write_squad, write_xsum
+from helpers import run_cli, variant_dir, write_squad, write_xsum
+
+from dora_bench.results import RunResult
 
 SMALL = ("seed=1", "trainer.epochs=1", "trainer.batch_size=8", "trainer.logging_steps=1", "trainer.progress_bar=false")
 SQUAD_KEYS = {"squad_v1": {"exact", "f1", "score"},
@@ -37,7 +39,7 @@ def xsum(tmp_path_factory, cache_dir):
 
 def finite_metrics(result) -> dict:
     assert result["status"] == "complete", result.get("error")
-    metrics = result["selected"]["metrics"]
+    metrics = RunResult.from_dict(result).select("best").metrics
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
     return metrics
 
@@ -46,29 +48,31 @@ def finite_metrics(result) -> dict:
 @pytest.mark.parametrize("run", ["lora-small", "bitfit"])
 def test_squad_runs_complete_with_official_metrics_and_write_predictions(squad, task, run):
     runs, data = squad
-    result = json.loads((runs / task / run / "seed=1.json").read_text())
+    folder = variant_dir(runs / task / run)
+    result = json.loads((folder / "seed=1.json").read_text())
     metrics = finite_metrics(result)
     assert set(metrics) == SQUAD_KEYS[task] and metrics["score"] == metrics["f1"]
     assert 0.0 <= metrics["exact"] <= metrics["f1"] <= 100.0
     # every question is answered from its windows: more features than questions
     assert result["train"]["train_samples"] > 24 and result["train"]["eval_samples"]["validation"] > 12
     assert result["params"]["trainable_paper"] < result["params"]["trainable_with_head"]  # qa_outputs not counted
-    predictions = json.loads((runs / task / run / "seed=1.predictions" / "validation.json").read_text())
+    predictions = json.loads((folder / "seed=1.predictions" / "validation.json").read_text())
     assert sorted(predictions) == sorted(f"q{i}" for i in range(12))
     dev = json.loads((data / ("dev-v2.0.json" if task == "squad_v2" else "dev-v1.1.json")).read_text())
     contexts = [p["context"] for p in dev["data"][0]["paragraphs"]]
     assert all(isinstance(a, str) and any(a in c for c in contexts) for a in predictions.values())
-    null_odds = runs / task / run / "seed=1.predictions" / "validation.null_odds.json"
+    null_odds = folder / "seed=1.predictions" / "validation.null_odds.json"
     assert null_odds.exists() == (task == "squad_v2")
 
 
 @pytest.mark.parametrize("run", ["lora-small", "bitfit"])
 def test_xsum_runs_complete_with_rouge_and_write_generated_summaries(xsum, run):
     runs, data, _ = xsum
-    result = json.loads((runs / run / "seed=1.json").read_text())
+    folder = variant_dir(runs / run)
+    result = json.loads((folder / "seed=1.json").read_text())
     metrics = finite_metrics(result)
     assert set(metrics) == {"rouge1", "rouge2", "rougeL", "score"} and metrics["score"] == metrics["rougeL"]
-    lines = (runs / run / "seed=1.predictions" / "validation.jsonl").read_text().splitlines()
+    lines = (folder / "seed=1.predictions" / "validation.jsonl").read_text().splitlines()
     references = [json.loads(line)["summary"] for line in (data / "validation.jsonl").read_text().splitlines()]
     assert [json.loads(line)["reference"] for line in lines] == references
     assert all(isinstance(json.loads(line)["generated"], str) for line in lines)
@@ -76,7 +80,7 @@ def test_xsum_runs_complete_with_rouge_and_write_generated_summaries(xsum, run):
 
 def test_xsum_lora_adapts_96_matrix_kinds_and_no_head(xsum):
     runs, _, stdout = xsum
-    params = json.loads((runs / "lora-small" / "seed=1.json").read_text())["params"]
+    params = json.loads((variant_dir(runs / "lora-small") / "seed=1.json").read_text())["params"]
     d, ffn, r, layers = 32, 64, 2, 2  # tiny_bart
     per_encoder_layer = 4 * r * (d + d) + 2 * r * (d + ffn)
     per_decoder_layer = 8 * r * (d + d) + 2 * r * (d + ffn)

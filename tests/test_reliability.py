@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, variant_dir
 from safetensors.torch import load_file
 
 
@@ -22,14 +22,15 @@ def test_non_finite_loss_fails_the_seed_and_the_others_still_run(tmp_path, glue_
                   *TINY, cwd=tmp_path)
     assert out.returncode == 1
     for seed in (1, 2):
-        record = json.loads((tmp_path / f"results/runs/tiny_roberta/rte/full_ft/seed={seed}.json").read_text())
+        path = variant_dir(tmp_path / "results/runs/tiny_roberta/rte/full_ft") / f"seed={seed}.json"
+        record = json.loads(path.read_text())
         assert record["status"] == "failed"
         assert re.search(r"non-finite loss .* at optimizer step \d+ \(learning rate [\d.e+-]+\)", record["error"])
     assert "FAILED seeds: [1, 2]" in out.stdout + out.stderr or "no seed completed" in out.stdout
 
 
 def _result_and_adapter(root: Path):
-    run = root / "results/runs/tiny_roberta/stsb/dora-small"
+    run = variant_dir(root / "results/runs/tiny_roberta/stsb/dora-small")
     return json.loads((run / "seed=1.json").read_text()), load_file(run / "seed=1.adapter/adapter_model.safetensors")
 
 
@@ -42,9 +43,9 @@ def test_sigkill_at_a_random_point_then_rerun_matches_an_uninterrupted_run(tmp_p
     delay = random.Random(os.getpid()).uniform(0.0, 2.0)
     proc = subprocess.Popen([sys.executable, "-m", "dora_bench", *args], cwd=killed, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = killed / "results/checkpoints/tiny_roberta/stsb/dora-small/seed=1"
+    checkpoints = killed / "results/checkpoints/tiny_roberta/stsb/dora-small"   # <variant>/seed=1/checkpoint-N
     deadline = time.time() + 300
-    while not list(checkpoints.glob("checkpoint-*/checkpoint_complete.json")) and proc.poll() is None:
+    while not list(checkpoints.glob("*/seed=1/checkpoint-*/checkpoint_complete.json")) and proc.poll() is None:
         assert time.time() < deadline
         time.sleep(0.05)
     time.sleep(delay)  # somewhere in the following epochs, or while a checkpoint is being written

@@ -1,36 +1,21 @@
 """dora-bench-tables on synthetic result files written here: cells, paper column, gaps, bad files, Figure 2."""
+import json
 import subprocess
 import sys
 
 import pytest
+from helpers import write_result_file
 
 from dora_bench import tables
-from dora_bench.results import SCHEMA_VERSION, write_result
 
 LORA_R2 = 331_776  # LoRA r=2 on RoBERTa-base's 72 matrices: the paper's 0.33M
 
 
-def put(root, task, method, budget=None, seed=1, score=80.0, *, model="roberta_base", tag="", status="complete",
-        metrics=None, method_cfg=None, top_cfg=None, rank=None, params=LORA_R2, timing=None, epochs=None, **extra):
-    """Write one result file the way run.py lays it out (only the fields the tables read)."""
-    rank = rank if rank is not None else {"small": 2, "large": 8}.get(budget)
-    config = {"task": {"name": task, "reg_coefficient": 0.5}, "method": {"name": method, **(method_cfg or {})},
-              "budget": {"name": budget, "rank": rank}, "model": {"name": model}, "tag": tag, **(top_cfg or {})}
-    record = {"schema": SCHEMA_VERSION, "status": status, "task": task, "method": method, "budget": budget,
-              "model": model, "tag": tag, "seed": seed, "config": config, "env": {"device": "cpu"}}
-    if status == "complete":
-        metrics = {"score": score, **(metrics or {})}
-        record |= {"epochs": epochs or [{"epoch": 1.0, "step": 10, "metrics": metrics}],
-                   "selected": {"rule": "best", "score": score, "metrics": metrics, "epoch": 1.0, "step": 10},
-                   "params": {"trainable_paper": params, "trainable_with_head": params + 10, "total": 10**6},
-                   "timing": timing or {"train_runtime_s": 60.0, "peak_memory_mb": 1000.0}, "train": {}}
-    else:
-        record["error"] = "RuntimeError: boom"
-    record |= extra
-    name = method + (f"-{budget}" if budget else "") + tag
-    path = root / "runs" / model / task / name / f"seed={seed}.json"
-    write_result(path, record)
-    return path
+def put(root, task, method, budget=None, seed=1, score=80.0, *, method_cfg=None, params=LORA_R2, **fields):
+    """One result file through the shared factory; `method_cfg` as method.<key>=<value> overrides."""
+    overrides = [f"method.{k}={'null' if v is None else v}" for k, v in (method_cfg or {}).items()]
+    return write_result_file(root, task, method, budget, seed, score, params=params,
+                             overrides=[*overrides, *fields.pop("overrides", ())], **fields)
 
 
 def render(root, *args):
@@ -92,13 +77,13 @@ def test_corrupt_and_incomplete_files_are_reported_and_the_rest_rendered(tmp_pat
     bad.write_text('{"schema": 1, "status": "compl')                      # cut off mid-write
     other = put(tmp_path, "rte", "bitfit", None, 1, 70.0)
     other.write_text('{"hello": "world"}')
-    no_selected = put(tmp_path, "stsb", "lora", "small", 1, 88.0)
-    no_selected.write_text(no_selected.read_text().replace('"selected"', '"selected_old"'))
+    no_epochs = put(tmp_path, "stsb", "lora", "small", 1, 88.0)
+    no_epochs.write_text(json.dumps(json.loads(no_epochs.read_text()) | {"epochs": []}))
     out = render(tmp_path)
     t2 = out["table2"]
     assert cell(t2, ("LoRA", "small"), "rte")[0] == "75.00 ± 0.00 (1)"
     assert f"- {bad}: " in t2 and "unreadable" in t2 and f"- {other}: " in t2 and "not a dora-bench result" in t2
-    assert f"skipped {no_selected}: no selected metrics" in t2
+    assert f"skipped {no_epochs}: no evaluated epochs" in t2
     assert cell(t2, ("LoRA", "small"), "stsb")[0] == "—"
     assert str(bad) not in out["table4"]                                    # an rte file is no XSum table's business
     assert str(bad) in capsys.readouterr().err
@@ -142,7 +127,7 @@ def test_initial_budget_rows_default_to_one_and_a_half_times_final(tmp_path):
 
 
 def test_efficiency_minutes_per_epoch_memory_and_ratios_to_lora(tmp_path):
-    epochs = [{"epoch": 1.0, "step": 5, "metrics": {"score": 1}}, {"epoch": 2.0, "step": 10, "metrics": {"score": 1}}]
+    epochs = [{"epoch": 1.0, "step": 5, "metrics": {"score": 80}}, {"epoch": 2.0, "step": 10, "metrics": {"score": 80}}]
     dora_timing = {"train_runtime_s": 330.0, "peak_memory_mb": 4400.0}
     put(tmp_path, "qnli", "lora", "large", 1, timing={"train_runtime_s": 600.0, "peak_memory_mb": 4000.0}, epochs=epochs)
     put(tmp_path, "qnli", "dora", "large", 1, tag="-epoch1", timing=dora_timing)
@@ -170,7 +155,7 @@ def test_figure2_heatmap_from_rank_patterns(tmp_path):
         return names
     for seed, q in ((1, 2), (2, 4)):
         put(tmp_path, "sst2", "dora", "small", seed, method_summary={"rank_pattern": pattern(q, 0)})
-        put(tmp_path, "sst2", "dora", None, seed, rank=16, method_summary={"rank_pattern": pattern(q + 10, 5)})
+        put(tmp_path, "sst2", "dora", "b16", seed, method_summary={"rank_pattern": pattern(q + 10, 5)})
     put(tmp_path, "sst2", "adalora", "small", 1, method_summary={"rank_pattern": {
         "base_model.model.roberta.encoder.layer.0.output.dense": [True, False, True], "classifier.dense": 3}})
     put(tmp_path, "cola", "dora", "small", 1, method_summary={"rank_pattern": pattern(9, 9)})  # not SST-2: unused
@@ -211,3 +196,58 @@ def test_console_module_runs(tmp_path, args, code):
 def test_missing_results_directory_is_an_error(tmp_path, capsys):
     assert tables.main(["--results", str(tmp_path / "nowhere")]) == 2
     assert "no results under" in capsys.readouterr().err
+
+
+def sections(text):
+    """{section title: its text} of one rendered table."""
+    parts = text.split("\n## ")[1:]
+    return {part.splitlines()[0]: part for part in parts}
+
+
+def test_a_learning_rate_sweep_shows_its_best_configuration_and_other_keys_get_sections(tmp_path, capsys):
+    for rate, scores in (("0.001", (70.0, 72.0)), ("0.01", (80.0, 78.0))):
+        for seed, score in zip((1, 2), scores):
+            put(tmp_path, "rte", "lora", "small", seed, score, overrides=[f"trainer.learning_rate={rate}"])
+    put(tmp_path, "rte", "lora", "small", 1, 99.0, overrides=["trainer.learning_rate=0.1", "data.max_train_samples=32"])
+    t2 = render(tmp_path, "--sweeps")["table2"]
+    found = sections(t2)
+    assert set(found) == {"model: roberta_base", "model: roberta_base — data.max_train_samples=32"}
+    main, small_data = found["model: roberta_base"], found["model: roberta_base — data.max_train_samples=32"]
+    assert cell(main, ("LoRA", "small"), "rte")[0] == "79.00 ± 1.00 (2)"            # 0.01 beats 0.001 on the mean
+    assert "- LoRA small · rte: trainer.learning_rate=0.01, best mean dev score 79.00 (n=2) of 2 configurations" in main
+    assert cell(small_data, ("LoRA", "small"), "rte")[0] == "99.00 ± 0.00 (1)"       # never merged into the cell
+    assert "of 2 configurations" not in small_data
+
+    sweeps = (tmp_path / "tables/sweeps.md").read_text()
+    assert sweeps in capsys.readouterr().out
+    listed = [line for line in sweeps.splitlines() if line.startswith("| LoRA | small | rte |")]
+    assert len(listed) == 3
+    assert [line.split(" | ")[3:5] for line in listed[:2]] == [["✓", "0.01"], ["", "0.001"]]
+    assert "| 79.00 ± 1.00 (2) | 0 |" in listed[0] and "| 71.00 ± 1.00 (2) | 0 |" in listed[1]
+    assert "lora-small/trainer.learning_rate=0.01 |" in listed[0]
+
+    unsearched = sections(render(tmp_path, "--searched", "")["table2"])      # nothing searched: nothing merged
+    assert {"model: roberta_base — trainer.learning_rate=0.001", "model: roberta_base — trainer.learning_rate=0.01",
+            "model: roberta_base — data.max_train_samples=32, trainer.learning_rate=0.1"} == set(unsearched)
+
+
+def test_a_failed_configuration_never_hides_a_completed_one(tmp_path):
+    put(tmp_path, "mrpc", "lora", "small", 1, status="failed", overrides=["trainer.learning_rate=0.1"])
+    put(tmp_path, "mrpc", "lora", "small", 1, 70.0, overrides=["trainer.learning_rate=0.01"])
+    t2 = render(tmp_path)["table2"]
+    assert cell(t2, ("LoRA", "small"), "mrpc")[0] == "70.00 ± 0.00 (1)"
+    assert "- LoRA small · mrpc: trainer.learning_rate=0.01, best mean dev score 70.00 (n=1) of 2 configurations" in t2
+
+
+def test_schema_1_files_are_read_or_listed_with_the_reason(tmp_path):
+    path = put(tmp_path, "cola", "lora", "large", 1, 55.0)
+    data = json.loads(path.read_text())
+    for key in ("identity", "fingerprint", "final_structure_step"):
+        data.pop(key)
+    old = tmp_path / "runs/roberta_base/cola/lora-large/seed=2.json"                # the layout of schema 1
+    old.write_text(json.dumps(data | {"schema": 1, "seed": 2, "selected": {"after_step": 0, "score": 1.0}}))
+    cut = tmp_path / "runs/roberta_base/cola/lora-large/seed=3.json"
+    cut.write_text(json.dumps(data | {"schema": 1, "seed": 3}))
+    t2 = render(tmp_path)["table2"]
+    assert cell(t2, ("LoRA", "large"), "cola")[0] == "55.00 ± 0.00 (2)"              # seeds 1 (v2) and 2 (v1)
+    assert f"- {cut}: schema 1 result, no selected.after_step" in t2

@@ -181,6 +181,6 @@ def write_predictions(cfg: DictConfig, trainer, filename: str, text: str) -> Pat
     if not trainer.is_world_process_zero():
         return None
     # The Trainer's seed is the run's seed: TaskData is built before the seed is known to the task.
-    path = results.result_path(cfg, trainer.args.seed).with_suffix(".predictions") / filename
+    path = results.locate(cfg, trainer.args.seed).result.with_suffix(".predictions") / filename
     results.atomic_write_text(path, text)
     return path

@@ -1,0 +1,195 @@
+"""Run identity, result locations and the typed result record (no training: configs and files only)."""
+import json
+import re
+from importlib.resources import files
+
+import pytest
+import yaml
+from helpers import write_result_file
+from omegaconf import OmegaConf
+
+from dora_bench import results
+from dora_bench.engine import COMPLETE_MARK, latest_checkpoint
+from dora_bench.results import NOT_IDENTITY, RunResult, compose_config, identity, leaves, locate, read_result
+
+CONF = files("dora_bench.conf")
+
+
+def cfg(tmp_path, *overrides):
+    return compose_config(["task=stsb", "method=dora", "model=tiny_roberta", f"results_dir={tmp_path}", *overrides])
+
+
+def relative(where: results.RunLocation, root) -> tuple[str, str]:
+    return str(where.result.relative_to(root)), str(where.checkpoints.relative_to(root))
+
+
+def test_identity_is_the_resolved_config_without_the_listed_keys_and_with_the_seed(tmp_path):
+    resolved = leaves(OmegaConf.to_container(cfg(tmp_path, "seed=7"), resolve=True))
+    ident = leaves(identity(cfg(tmp_path, "seed=7"), 3))
+    dropped = {k for k in resolved if any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
+    assert dropped >= {"results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
+                       "trainer.progress_bar", "trainer.logging_steps"}
+    assert ident.pop("seed") == 3                                   # the run's seed, not cfg.seed
+    assert ident == {k: v for k, v in resolved.items() if k not in dropped | {"seed"}}
+    assert "trainer.learning_rate" in ident and "method.reg_coefficient" in ident
+
+
+@pytest.mark.parametrize("override", ["trainer.progress_bar=false", "trainer.logging_steps=7", "keep_checkpoints=true",
+                                      "force=true", "report=last", "seeds=[9]", "cache_dir=/elsewhere", "seed=4"])
+def test_keys_that_cannot_change_the_numbers_keep_the_location_and_fingerprint(tmp_path, override):
+    base, changed = locate(cfg(tmp_path), 1), locate(cfg(tmp_path, override), 1)
+    assert (base.fingerprint, relative(base, tmp_path)) == (changed.fingerprint, relative(changed, tmp_path))
+
+
+def other_value(value):
+    """A different value of the same kind, valid for these keys (budgets, rates, schedules, regexes)."""
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 4
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value / 2, 6)
+    if isinstance(value, list):
+        return value[:1]
+    return "authors_code" if value == "paper" else value + "x"
+
+
+def method_keys(method):
+    data = yaml.safe_load(CONF.joinpath("method", f"{method}.yaml").read_text())
+    return [k for k in data if k not in ("defaults", "name", "impl", "uses_budget")]
+
+
+KEYS_THAT_COUNT = ([("dora", f"method.{k}") for k in method_keys("dora")] +
+                   [("adalora", f"method.{k}") for k in method_keys("adalora")] +
+                   [("dora", k) for k in ("trainer.epochs", "trainer.learning_rate", "trainer.batch_size",
+                                          "data.max_train_samples", "data.subsample_seed", "model.name_or_path",
+                                          "task.max_length", "budget.rank")])
+
+
+@pytest.mark.parametrize("method,key", KEYS_THAT_COUNT)
+def test_every_key_that_can_change_the_numbers_moves_the_run(tmp_path, method, key):
+    base = cfg(tmp_path, f"method={method}")
+    value = other_value(OmegaConf.select(base, key))
+    if key == "model.name_or_path":
+        value = str(tmp_path / "my-model")
+    changed = cfg(tmp_path, f"method={method}", f"{key}={json.dumps(value)}")
+    assert OmegaConf.select(changed, key) == value
+    a, b = locate(base, 1), locate(changed, 1)
+    assert a.fingerprint != b.fingerprint and a.result != b.result and a.checkpoints != b.checkpoints
+    assert a.result.parent.name == "default"
+    assert b.result.parent.name.startswith(f"{key}=") or f",{key}=" in b.result.parent.name, b.result
+
+
+def test_variant_folders_read_like_override_dirnames(tmp_path):
+    runs = tmp_path / "runs/tiny_roberta/stsb"
+    assert locate(cfg(tmp_path), 2).result == runs / "dora-small/default/seed=2.json"
+    lr = locate(cfg(tmp_path, "trainer.learning_rate=1e-2", "data.max_train_samples=32", "tag=-x"), 1).result
+    assert lr == runs / "dora-small-x/data.max_train_samples=32,trainer.learning_rate=0.01/seed=1.json"
+    data = locate(cfg(tmp_path, "data.dir=/some/where/glue"), 1).result.parent.name
+    assert re.fullmatch(r"data\.dir=glue~[0-9a-f]{8}", data)           # a path: its last part and a hash
+    assert data != locate(cfg(tmp_path, "data.dir=/other/glue"), 1).result.parent.name
+    assert locate(cfg(tmp_path, "method.reg_coefficient=0"), 1).result.parent.name == "method.reg_coefficient=0"
+    assert (locate(cfg(tmp_path, "method.reg_coefficient=0.0"), 1).fingerprint ==
+            locate(cfg(tmp_path, "method.reg_coefficient=0"), 1).fingerprint)   # one number, one configuration
+    many = [f"data.max_train_samples={n}" for n in (40,)] + [f"method.{k}={v}" for k, v in (
+        ("t_init", 0.1), ("t_final", 0.6), ("beta", 0.8), ("lora_alpha", 16), ("lora_dropout", 0.2),
+        ("prune_interval", 3), ("reg_coefficient", 0.2), ("schedule", "authors_code"), ("initial_budget", 4))]
+    long = locate(cfg(tmp_path, *many, "trainer.weight_decay=0.1", "trainer.warmup_ratio=0.1"), 1).result.parent.name
+    assert len(long) <= results.MAX_VARIANT_CHARS and re.search(r",\+\d+more~[0-9a-f]{10}$", long), long
+
+
+def test_budget_free_methods_ignore_the_budget(tmp_path):
+    small, large = (locate(cfg(tmp_path, "method=full_ft", f"budget={b}"), 1) for b in ("small", "large"))
+    assert small == large and small.result.parent == tmp_path / "runs/tiny_roberta/stsb/full_ft/default"
+    assert "budget" not in small.identity
+
+
+def test_a_folder_of_another_configuration_is_never_reused_nor_overwritten(tmp_path):
+    """E.g. results written before a default changed: same folder name, another identity."""
+    path = write_result_file(tmp_path, "stsb", "dora", "small", 1, model="tiny_roberta", score=50.0)
+    mine = locate(cfg(tmp_path), 1)
+    assert mine.result == path and mine.existing() is not None       # this very configuration: reused
+    record = json.loads(path.read_text())
+    record["identity"]["trainer"]["weight_decay"] = 0.5               # as another configuration wrote it
+    record["fingerprint"] = results.fingerprint(record["identity"])
+    path.write_text(json.dumps(record))
+    moved = locate(cfg(tmp_path), 1)
+    assert moved.result != path and moved.result.parent.name.startswith("default~")
+    assert moved.existing() is None and moved.fingerprint == mine.fingerprint
+    assert locate(cfg(tmp_path), 2).result.parent == moved.result.parent   # every seed of it goes there
+
+
+def test_the_record_round_trips_and_reading_is_strict(tmp_path):
+    path = write_result_file(tmp_path, "rte", "lora", "small", 3, 70.0, metrics={"accuracy": 70.0})
+    result = read_result(path)
+    assert isinstance(result, RunResult) and isinstance(result.epochs[0], results.Epoch)
+    assert isinstance(result.params, results.Params) and isinstance(result.train, results.TrainInfo)
+    assert RunResult.from_dict(json.loads(path.read_text())) == result
+    assert result.fingerprint == results.fingerprint(result.identity) and result.identity["seed"] == 3
+    data = json.loads(path.read_text())
+    for broken, reason in ((data | {"bogus": 1}, "unknown field(s) bogus"), ({**data, "schema": 3}, "reads 1, 2"),
+                           ({k: v for k, v in data.items() if k != "identity"}, "missing identity"),
+                           (data | {"params": {"total": 1}}, "result.params: missing trainable_paper"),
+                           (data | {"status": "running"}, "status 'running'")):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            read_result(path)
+
+
+def test_report_is_applied_when_a_result_is_read():
+    epochs = [results.Epoch(1.0, 5, {"score": 90.0}), results.Epoch(2.0, 10, {"score": 85.0}),
+              results.Epoch(3.0, 15, {"score": 70.0})]
+    record = RunResult("complete", "rte", "dora", "small", "tiny_roberta", "", 1, {}, "f", {}, {}, epochs=epochs,
+                       final_structure_step=10)
+    assert (record.select("best").score, record.select("best").step) == (85.0, 10)   # not 90: pruning still ran
+    assert record.select("last").score == 70.0
+    record.final_structure_step = 0
+    assert record.select("best").score == 90.0
+    record.epochs[0].metrics["score"] = "nan"                                        # as non-finite values are stored
+    assert record.select("best").score == 85.0
+    with pytest.raises(ValueError, match="allowed: best, last"):
+        record.select("median")
+
+
+def as_schema_1(path):
+    """A file in the format written before schema 2: no identity, the selected epoch stored at write time."""
+    data = json.loads(path.read_text())
+    for key in ("identity", "fingerprint", "final_structure_step"):
+        data.pop(key)
+    data |= {"schema": 1, "selected": {"rule": "best", "after_step": 10, "epoch": 1.0, "step": 10, "score": 0.0,
+                                       "metrics": {}}}
+    return data
+
+
+def test_schema_1_results_are_migrated_on_read(tmp_path):
+    path = write_result_file(tmp_path, "rte", "dora", "small", 2, 61.0)
+    original, v1 = read_result(path), as_schema_1(path)
+    path.write_text(json.dumps(v1))
+    migrated = read_result(path)
+    assert migrated.schema == 2 and migrated.identity == original.identity
+    assert migrated.fingerprint == original.fingerprint and migrated.final_structure_step == 10
+    assert migrated.select("best").score == 61.0                       # from the epochs, not the stored value
+    path.write_text(json.dumps(v1 | {"selected": None}))
+    with pytest.raises(ValueError, match="schema 1 result, no selected.after_step"):
+        read_result(path)
+
+
+@pytest.mark.parametrize("group", ["task", "method", "budget", "model"])
+def test_group_options_are_named_after_their_files(group):
+    """A run's defaults are composed back from these names, so they must be the option names."""
+    for path in CONF.joinpath(group).iterdir():
+        if path.name.endswith(".yaml"):
+            assert yaml.safe_load(path.read_text())["name"] == path.name.removesuffix(".yaml")
+
+
+def test_checkpoints_resume_only_for_the_same_fingerprint(tmp_path):
+    for step, run in ((5, "aaa"), (10, "bbb")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": step, "run": run}))
+    (tmp_path / "checkpoint-15").mkdir()                                 # interrupted: no mark
+    assert latest_checkpoint(tmp_path, "aaa") == str(tmp_path / "checkpoint-5")
+    assert latest_checkpoint(tmp_path, "bbb") == str(tmp_path / "checkpoint-10")
+    assert latest_checkpoint(tmp_path, "ccc") is None
