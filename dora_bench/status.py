@@ -1,0 +1,122 @@
+"""`dora-bench-status`: where a sweep stands, every run it expects as done, running, failed or missing.
+
+    dora-bench-status +experiment=table2                   # the experiment's whole grid
+    dora-bench-status +experiment=table2 task=rte,mrpc     # narrowed as the sweep itself would be
+    dora-bench-status task=cola method=lora,dora seed=1,2,3 results_dir=/scratch/results
+
+The expected runs are the jobs `dora-bench -m <same overrides>` launches (the experiment's
+`hydra.sweeper.params`, with the command line's values taking precedence), each seed located through the
+runner's own identity (`results.locate`): a result of another configuration never counts as done.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from dora_bench import results
+from dora_bench.errors import UserError
+
+STATES = ("done", "running", "failed", "missing")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    job: tuple[str, ...]      # the job's overrides (its seed included when the sweep sets one)
+    seed: int
+    state: str
+    detail: str               # result file, error line, or checkpoint age
+    seconds: float            # wall time of a finished (done or failed) run
+    device: str
+    fingerprint: str          # jobs that differ only in keys outside the identity are one run
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job the basic sweeper launches for `dora-bench -m <overrides>`."""
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
+    sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
+    if "optuna" in str(sweeper.get("_target_", "")):
+        raise UserError("an Optuna search has no fixed grid to check; list its trials with dora-bench-tables --sweeps")
+    given = {o.get_key_element() for o in parser.parse_overrides(fixed)}
+    for key, values in (sweeper.get("params") or {}).items():  # a key the command line sets narrows the grid
+        if key not in given and key not in swept:
+            swept[key] = f"{key}={values}"
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides(list(swept.values())), None)
+    return [fixed + list(job) for batch in jobs for job in batch] or [fixed]
+
+
+def job_status(job: list[str], running_s: float, now: float) -> list[RunStatus]:
+    cfg = compose(config_name="config", overrides=job)
+    seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
+    return [seed_status(tuple(job), int(seed), results.locate(cfg, int(seed)), running_s, now) for seed in seeds]
+
+
+def seed_status(job: tuple[str, ...], seed: int, where: results.RunLocation, running_s: float,
+                now: float) -> RunStatus:
+    try:
+        found = results.read_result(where.result)
+    except ValueError:
+        found = None
+    if found is not None and found.fingerprint == where.fingerprint:
+        state = "done" if found.complete else "failed"
+        detail = str(where.result) if found.complete else (found.error or "").splitlines()[0] if found.error else ""
+        return RunStatus(job, seed, state, detail, found.timing.wall_s or 0.0, str(found.env.get("device", "?")),
+                         where.fingerprint)
+    written = [p.stat().st_mtime for p in where.checkpoints.rglob("*")] if where.checkpoints.is_dir() else []
+    if written and now - max(written) < running_s:
+        return RunStatus(job, seed, "running", f"checkpoint written {(now - max(written)) / 60:.0f} min ago", 0.0, "",
+                         where.fingerprint)
+    detail = f"checkpoint {(now - max(written)) / 60:.0f} min old: resumes when relaunched" if written else ""
+    return RunStatus(job, seed, "missing", detail, 0.0, "", where.fingerprint)
+
+
+def report(statuses: list[RunStatus]) -> str:
+    counts = Counter(s.state for s in statuses)
+    lines = [f"{s.state:8} {' '.join(s.job)}" + ("" if f"seed={s.seed}" in s.job else f" (seed {s.seed})")
+             + (f"  {s.detail}" if s.detail else "")
+             for s in sorted(statuses, key=lambda s: (STATES.index(s.state), s.job, s.seed))]
+    spent: dict[str, float] = defaultdict(float)
+    for s in statuses:
+        if s.seconds:
+            spent[s.device] += s.seconds
+    time_text = ", ".join(f"{seconds / 3600:.2f} h on {device}" for device, seconds in sorted(spent.items()))
+    lines.append(f"{len(statuses)} run(s): " + ", ".join(f"{counts[state]} {state}" for state in STATES)
+                 + f"; time spent in finished runs: {time_text or '0 h'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dora-bench-status", description=__doc__.splitlines()[0],
+                                     epilog="Relaunch the same dora-bench -m command to run what is missing or failed "
+                                            "(finished seeds are skipped, interrupted ones resume).")
+    parser.add_argument("--running-minutes", type=float, default=30,
+                        help="a run whose checkpoint is newer than this counts as running (default 30)")
+    parser.add_argument("overrides", nargs="*", help="the sweep's overrides, as given to dora-bench -m")
+    args = parser.parse_args(argv)
+    try:
+        with initialize_config_module("dora_bench.conf", version_base="1.3"):
+            now = time.time()
+            statuses = {}
+            for job in sweep_jobs(args.overrides):
+                for status in job_status(job, args.running_minutes * 60, now):
+                    statuses.setdefault(status.fingerprint, status)  # e.g. Full FT under budget=small and large
+    except (UserError, HydraException, OmegaConfBaseException) as err:
+        print(f"dora-bench-status: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(report(list(statuses.values())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
