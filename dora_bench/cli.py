@@ -11,6 +11,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dora_bench.errors import UserError
+from dora_bench.hub import check_hub
+from dora_bench.results import is_complete, result_path
 
 
 def summarize(results: list[dict]) -> str:
@@ -46,10 +48,12 @@ def main() -> None:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
-    from dora_bench.run import run_seed  # heavy imports after Hydra has parsed the command line
-
     seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
     try:
+        if any(cfg.force or not is_complete(result_path(cfg, int(seed))) for seed in seeds):
+            check_hub(cfg)  # before the heavy imports: an unreachable hub is reported within seconds
+        from dora_bench.run import run_seed  # heavy imports after Hydra has parsed the command line
+
         outcomes = [run_seed(cfg, int(seed)) for seed in seeds]
     except UserError as err:
         print(f"dora-bench: error: {err}", file=sys.stderr)
