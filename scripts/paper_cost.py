@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--experiment", default="table2")
     args = parser.parse_args(argv)
     per_example, table9_length = table9_seconds_per_example()
-    rows = defaultdict(lambda: {"runs": 0, "steps": 0, "examples": 0, "gpu_h": 0.0, "epochs": set(), "timed": True})
+    rows = defaultdict(lambda: {"runs": 0, "steps": 0, "examples": 0, "gpu_h": 0.0, "epochs": {}, "timed": True})
     for cfg, n_seeds in runs_of(args.experiment):
         t = cfg.trainer
         examples = min(TRAIN_SIZES[cfg.task.name], cfg.data.max_train_samples or TRAIN_SIZES[cfg.task.name])
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
         row["runs"] += n_seeds
         row["steps"] += n_seeds * optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs)
         row["examples"] += n_seeds * examples * t.epochs
-        row["epochs"].add(int(t.epochs))
+        row["epochs"][cfg.method.name] = int(t.epochs)
         row["timed"] &= t.max_length == table9_length and cfg.method.name in per_example
         row["gpu_h"] += n_seeds * examples * t.epochs * per_example.get(cfg.method.name, 0.0) / 3600
     total = {key: sum(r[key] for r in rows.values()) for key in ("runs", "steps", "examples", "gpu_h")}
@@ -79,13 +79,21 @@ def main(argv=None) -> dict:
     print("| task | train examples | epochs | runs | optimizer steps | GPU hours (RTX 3090, Table 9) |")
     print("|---|---:|---|---:|---:|---:|")
     for task, row in rows.items():
-        epochs = "/".join(str(e) for e in sorted(row["epochs"]))
-        print(f"| {task} | {TRAIN_SIZES[task]:,} | {epochs} | {row['runs']} | {row['steps']:,} | {hours(row)} |")
+        print(f"| {task} | {TRAIN_SIZES[task]:,} | {epochs_text(row['epochs'])} | {row['runs']} | {row['steps']:,} "
+              f"| {hours(row)} |")
     print(f"| **all** | | | **{total['runs']}** | **{total['steps']:,}** | **{hours(total)}** |\n")
     if total["timed"]:
         print(f"On a 2-core CPU (a RoBERTa-base step of 16 x 128 tokens: about {CPU_SECONDS_PER_EXAMPLE * 16:g} s): "
               f"about {total['examples'] * CPU_SECONDS_PER_EXAMPLE / 86400:,.0f} days.")
     return {"rows": dict(rows), "total": total}
+
+
+def epochs_text(epochs: dict[str, int]) -> str:
+    """The epochs most methods train for, then the exceptions: '80 (full_ft 10, bitfit 20)'."""
+    values = list(epochs.values())
+    common = max(values, key=values.count)
+    exceptions = ", ".join(f"{method} {n}" for method, n in epochs.items() if n != common)
+    return f"{common} ({exceptions})" if exceptions else str(common)
 
 
 def hours(row: dict) -> str:
