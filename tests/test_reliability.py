@@ -90,7 +90,8 @@ def test_results_dir_not_writable(tmp_path, glue_dir, cache_dir):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, glue_dir, cache_dir):
-    out = run_cli("task=rte", "method=dora", "method.initial_budget=1", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
+    out = run_cli("task=rte", "method=dora", "method.initial_budget=1", "seed=1", f"data.dir={glue_dir}", *TINY,
+                  cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
         "dora-bench: error: method.initial_budget=1 must be >= final_budget=2")
