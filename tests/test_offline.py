@@ -64,8 +64,10 @@ UNROUTABLE = ONLINE | dict.fromkeys(PROXY_VARS, "http://10.255.255.1:9")  # a pr
 
 @pytest.mark.parametrize("network", ["HF_HUB_OFFLINE=1", "unroutable proxy", "proxy that never answers"])
 def test_a_run_needing_an_unreachable_hub_stops_within_5_s_in_one_line(tmp_path, proxy, network):
-    env = {"HF_HUB_OFFLINE=1": {"HF_HUB_OFFLINE": "1"}, "unroutable proxy": UNROUTABLE}.get(network)
-    env = env if env is not None else proxy(answer=False).env()
+    if network == "HF_HUB_OFFLINE=1":
+        env = {"HF_HUB_OFFLINE": "1"}
+    else:
+        env = UNROUTABLE if network == "unroutable proxy" else proxy(answer=False).env()
     started = time.monotonic()
     out = run_cli("task=rte", "method=lora", "seed=1", cwd=tmp_path, env=env, timeout=60)
     elapsed = time.monotonic() - started
