@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dora_bench.errors import UserError
-from dora_bench.results import RunResult, folder_name
+from dora_bench.hub import check_hub
+from dora_bench.results import RunResult, folder_name, locate
 from dora_bench.schema import expected, unknown_key, validate
 
 # The user's choice, read before main() sets the variable for Hydra: refusals show a traceback only when asked.
@@ -90,10 +91,13 @@ def run_app(cfg: DictConfig) -> float | FailedRun:
     except (UserError, OmegaConfBaseException) as err:
         overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # this job's, as typed
         refuse(refusal(err, overrides))  # exits here, inside a multirun job too
-    from dora_bench.run import run_seed  # heavy imports once the config is known to be good
 
     seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
     try:
+        if any(cfg.force or not locate(cfg, int(seed)).existing() for seed in seeds):
+            check_hub(cfg)  # before the heavy imports: an unreachable hub is reported within seconds
+        from dora_bench.run import run_seed  # heavy imports once the config is known to be good
+
         outcomes = [run_seed(cfg, int(seed)) for seed in seeds]
     except UserError as err:
         refuse(str(err))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,28 @@ def load_method_state(handle: MethodHandle, checkpoint: str | Path) -> None:
     `trainer.train(resume_from_checkpoint=...)`, which restores weights, optimizer and schedule."""
     state_file = Path(checkpoint) / METHOD_STATE
     handle.load_state_dict(torch.load(state_file, weights_only=True))
+class CpuCostWarning(TrainerCallback):
+    """One warning line when a big model (RoBERTa-base, BART-base) trains on a CPU: the planned optimizer steps
+    and the time of the first steps extrapolated to all of them, so nobody waits days by accident."""
+
+    MIN_PARAMS = 50_000_000  # MiniLM (22.7M) trains on a CPU in minutes; RoBERTa-base (125M) takes days
+    MEASURED_STEPS = 3
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.params = sum(p.numel() for p in model.parameters())
+        self.active = args.device.type == "cpu" and state.is_world_process_zero and self.params >= self.MIN_PARAMS
+        self.first_step, self.started = state.global_step, time.perf_counter()  # a resumed run starts later
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - self.first_step
+        if not self.active or done != self.MEASURED_STEPS:
+            return
+        per_step = (time.perf_counter() - self.started) / done
+        hours = per_step * (state.max_steps - self.first_step) / 3600
+        print(f"[dora-bench] warning: a {self.params / 1e6:.0f}M-parameter model is training on a CPU: "
+              f"{state.max_steps:,} optimizer steps planned, the first {done} took {per_step:.1f} s each, so "
+              f"training takes about {hours:,.1f} h ({hours / 24:.1f} days; evaluation not included); "
+              "use a GPU, or model=minilm on a CPU", file=sys.stderr, flush=True)
 
 
 class BenchTrainerMixin:
@@ -97,6 +120,7 @@ class BenchTrainerMixin:
         self.add_callback(MethodStepCallback(handle))
         self.add_callback(self.step_timer)
         self.add_callback(CheckpointCallback(handle, run_fingerprint))
+        self.add_callback(CpuCostWarning())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,

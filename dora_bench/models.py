@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from dora_bench.errors import UserError
-from dora_bench.hub import hub_offline
+from dora_bench.hub import MODEL_HINT, require_hub
 
 MODEL_CLASSES = {
     "seq_cls": AutoModelForSequenceClassification,
@@ -49,11 +49,7 @@ def resolve_model_path(model_cfg: DictConfig, cache_dir: str) -> str:
         return path
     if os.path.sep in path and not os.path.exists(path) and path.startswith((".", "/", "~")):
         raise UserError(f"model.name_or_path={path!r}: no such directory")
-    if hub_offline():
-        raise UserError(
-            f"model.name_or_path={path!r} is a hub id but the hub is offline (HF_HUB_OFFLINE=1); "
-            "pass model.name_or_path=/local/model/dir (or model=minilm for CPU runs)"
-        )
+    require_hub(f"model.name_or_path={path!r}", MODEL_HINT)
     return path
 
 

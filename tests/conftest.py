@@ -35,3 +35,18 @@ def _accelerate_env():
     for key in [k for k in os.environ if k.startswith("ACCELERATE_")]:
         del os.environ[key]
     os.environ.update(saved)
+@pytest.fixture
+def real_data():
+    """Locate a real data file under $DORA_BENCH_DATA (the folder holding glue/, squad_v1/, squad_v2/, xsum/).
+
+    Every other test writes its own data; these skip, naming the variable, where it is unset or lacks the file.
+    """
+    def locate(relative: str) -> Path:
+        root = os.environ.get("DORA_BENCH_DATA")
+        if not root:
+            pytest.skip(reason=f"DORA_BENCH_DATA is not set (real data for {relative}; .ci/run sets it)")
+        path = Path(root) / relative
+        if not path.exists():
+            pytest.skip(reason=f"DORA_BENCH_DATA={root} has no {relative}")
+        return path
+    return locate

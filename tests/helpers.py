@@ -80,8 +80,8 @@ def variant_dir(run_dir: Path) -> Path:
 
 def run_cli(*overrides: str, cwd: Path, script: str = "dora_bench", timeout: int = 600,
             env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m <script> overrides...` the way a user runs the console script."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    """Run `python -m <script> overrides...` the way a user runs the console script (env: None unsets a variable)."""
+    full_env = {k: v for k, v in {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}.items() if v is not None}
     return subprocess.run([sys.executable, "-m", script, *overrides], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 

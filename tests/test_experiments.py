@@ -180,6 +180,8 @@ def test_command_line_overrides_beat_the_experiment(monkeypatch):
     assert (cfg["model"]["name"], cfg["trainer"]["epochs"], cfg["data"]["max_train_samples"]) == ("tiny_bart", 1, 8)
     monkeypatch.setenv("DORA_BENCH_GLUE_DIR", "/data/glue")
     assert composed("cpu_glue")["data"]["dir"] == "/data/glue"
+    monkeypatch.delenv("DORA_BENCH_GLUE_DIR")
+    assert composed("cpu_glue")["data"]["dir"] is None  # the hub, never a folder only this repository's CI has
 
 
 def test_cpu_glue_fits_in_well_under_an_hour_per_task_on_two_cores():

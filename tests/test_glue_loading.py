@@ -1,7 +1,6 @@
 """GLUE loading from the original TSV layouts, JSONL/CSV files, and failing fast offline."""
 import re
 import time
-from pathlib import Path
 
 import pytest
 from helpers import run_cli, write_jsonl
@@ -16,8 +15,8 @@ def cfg(*overrides):
         return compose("config", overrides=list(overrides))
 
 
-def test_shared_glue_files_load_with_official_counts():
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"  # ../shared beside the repo
+def test_real_glue_files_load_with_official_counts(real_data):
+    root = real_data("glue")
     expected = {"cola": (8551, 1043, {0, 1}), "mrpc": (3668, 408, {0, 1}), "rte": (2490, 277, {0, 1})}
     for task, (n_train, n_dev, labels) in expected.items():
         raw, fingerprint = glue.load(cfg(f"task={task}", f"data.dir={root}"))

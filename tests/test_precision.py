@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dora_bench.errors import UserError
+from dora_bench.results import locate
 from dora_bench.run import _training_arguments, run_seed
 
 METHODS = ("full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora")
@@ -39,8 +40,8 @@ class LinearOutputDtypes:
         self._handle.remove()
 
 
-def checkpoint(tmp_path, run: str) -> Path:
-    folders = list((tmp_path / "results/checkpoints/tiny_roberta/rte" / run / "seed=1").glob("checkpoint-*"))
+def checkpoint(seed_folder: Path) -> Path:
+    folders = list(seed_folder.glob("checkpoint-*"))
     assert len(folders) == 1, folders
     return folders[0]
 
@@ -63,9 +64,9 @@ def test_bf16_trains_one_epoch_of_every_method_with_fp32_weights(method, tmp_pat
     allocator_dtypes = record_allocator_dtypes(monkeypatch)
     with LinearOutputDtypes() as dtypes:
         result = run_seed(run, 1)
-    assert result["status"] == "complete", result.get("error")
+    assert result.complete, result.error
     assert torch.bfloat16 in dtypes.seen  # autocast really ran the matmuls in bf16
-    folder = checkpoint(tmp_path, result["config"]["method"]["name"] + ("-small" if run.method.uses_budget else ""))
+    folder = checkpoint(locate(run, 1).checkpoints)
     weights = {}
     for file in folder.glob("*.safetensors"):
         weights |= load_file(file)
@@ -84,7 +85,7 @@ def test_a_bf16_job_does_not_make_the_next_job_of_the_process_bf16(tmp_path, glu
     _training_arguments(cfg(tmp_path, glue_dir, "trainer.precision=bf16"), 1, tmp_path / "earlier-job", 1)
     with LinearOutputDtypes() as dtypes:
         result = run_seed(cfg(tmp_path, glue_dir, "method=bitfit"), 1)
-    assert result["status"] == "complete", result.get("error")
+    assert result.complete, result.error
     assert dtypes.seen == {torch.float32}
 
 

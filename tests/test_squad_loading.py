@@ -12,8 +12,6 @@ from hydra import compose, initialize_config_module
 from dora_bench.errors import UserError
 from dora_bench.tasks import squad
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
-
 
 def cfg(*overrides):
     with initialize_config_module("dora_bench.conf", version_base="1.3"):
@@ -29,11 +27,13 @@ def test_table8_rows_reach_the_config():
         assert (t.max_answer_length, t.null_threshold, t.version_2) == (30, 0.0, task == "squad_v2")
 
 
-@pytest.mark.skipif(not (SHARED / "squad_v1" / "dev.json").is_file(), reason="shared data not present")
-def test_official_dev_files_load_with_their_question_counts():
-    v1 = squad.read_squad_json(SHARED / "squad_v1" / "dev.json", version_2=False)
+def test_official_v1_dev_file_loads_with_its_question_count(real_data):
+    v1 = squad.read_squad_json(real_data("squad_v1/dev.json"), version_2=False)
     assert len(v1) == 10570 and v1[0]["answers"]["text"][0] == "Denver Broncos"
-    v2 = squad.read_squad_json(SHARED / "squad_v2" / "dev_half.json", version_2=True)
+
+
+def test_v2_dev_half_loads_with_its_question_and_unanswerable_counts(real_data):
+    v2 = squad.read_squad_json(real_data("squad_v2/dev_half.json"), version_2=True)
     assert len(v2) == 6078 and sum(not a["text"] for a in v2["answers"]) == 3168  # unanswerable
 
 

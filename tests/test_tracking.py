@@ -36,13 +36,13 @@ def test_tensorboard_holds_doras_kept_components_at_every_logging_step(tmp_path,
     run = cfg(tmp_path, glue_dir, "method=dora", "trainer.epochs=3", "method.prune_interval=1",
               "trainer.report_to=tensorboard")
     result = run_seed(run, 1)
-    assert result["status"] == "complete", result.get("error")
+    assert result.complete, result.error
     logged = scalars(logs_dir(run, 1))
 
-    steps = result["train"]["optimizer_steps"]
+    steps = result.train.optimizer_steps
     kept = logged["train/dora_kept_components"]
     assert sorted(kept) == list(range(1, steps + 1))  # logging_steps=1: every optimizer step
-    summary = result["method_summary"]
+    summary = result.method_summary
     trajectory, initial = summary["trajectory"], len(summary["rank_pattern"]) * summary["initial_budget"]
     assert [kept[t] for t in kept] == [kept_after(t, trajectory, initial) for t in kept]
     assert len(set(kept.values())) > 2  # pruning happened while logging
@@ -50,18 +50,18 @@ def test_tensorboard_holds_doras_kept_components_at_every_logging_step(tmp_path,
     assert logged["train/dora_budget"][steps] == pytest.approx(summary["final_budget"])
     assert all(v > 0 for v in logged["train/dora_dem"].values())
     assert sorted(logged["train/loss"]) == sorted(kept) and logged["train/learning_rate"]
-    epochs = result["epochs"]
-    assert sorted(logged["eval/score"]) == [e["step"] for e in epochs]  # dev metrics, once per epoch
-    assert [logged["eval/score"][e["step"]] for e in epochs] == pytest.approx([e["metrics"]["score"] for e in epochs])
+    epochs = result.epochs
+    assert sorted(logged["eval/score"]) == [e.step for e in epochs]  # dev metrics, once per epoch
+    assert [logged["eval/score"][e.step] for e in epochs] == pytest.approx([e.metrics["score"] for e in epochs])
 
 
 def test_adalora_logs_its_rank_budget(tmp_path, glue_dir, cache_dir):
     run = cfg(tmp_path, glue_dir, "method=adalora", "trainer.epochs=4", "method.delta_t=1",
               "trainer.report_to=tensorboard")
     result = run_seed(run, 1)
-    assert result["status"] == "complete", result.get("error")
+    assert result.complete, result.error
     budget = scalars(logs_dir(run, 1))["train/adalora_budget"]
-    summary = result["method_summary"]
+    summary = result.method_summary
     matrices = len(summary["rank_pattern"])
     assert budget[1] == matrices * summary["init_r"]  # before pruning: every initial rank
     assert budget[max(budget)] == matrices * summary["target_r"]  # the final phase: the target
@@ -70,5 +70,5 @@ def test_adalora_logs_its_rank_budget(tmp_path, glue_dir, cache_dir):
 
 def test_no_tracker_writes_no_log_files(tmp_path, glue_dir, cache_dir):
     run = cfg(tmp_path, glue_dir, "method=bitfit", "trainer.epochs=1")
-    assert run_seed(run, 1)["status"] == "complete"
+    assert run_seed(run, 1).complete
     assert not logs_dir(run, 1).exists()

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from dora_bench import results
 from dora_bench.errors import UserError
-from dora_bench.hub import hub_offline
+from dora_bench.hub import require_hub
 
 
 @dataclass
@@ -109,13 +109,16 @@ def limit(dataset: Dataset, n: int | None, what: str, shuffle_seed: int | None =
 
 # ---- loading helpers shared by the task families ------------------------------------------------
 
+SCRIPT_REFUSAL = "Dataset scripts are no longer supported"  # datasets 4+ on a hub dataset with a loading script
+PARQUET_REVISION = "refs/convert/parquet"                     # the hub's automatic Parquet conversion
+
+
 def load_hub(hub_id: str, name: str | None, splits: dict[str, str], offline_hint: str) -> tuple[DatasetDict, dict]:
     """Hub splits renamed to ours ({ours: hub split}); fails fast offline, naming the local-data overrides."""
     what = hub_id + (f"/{name}" if name else "")
-    if hub_offline():
-        raise UserError(f"{what} would come from the hub, which is offline; {offline_hint}")
+    require_hub(what, offline_hint)
     try:
-        hub = load_dataset(hub_id, name)
+        hub = _load_main_or_parquet(hub_id, name, what, offline_hint)
     except (ConnectionError, OSError) as err:
         raise UserError(f"cannot load {what} from the hub ({type(err).__name__}); {offline_hint}") from None
     missing = [s for s in splits.values() if s not in hub]
@@ -123,6 +126,22 @@ def load_hub(hub_id: str, name: str | None, splits: dict[str, str], offline_hint
         raise UserError(f"{what} has no split(s) {missing}; it has: {', '.join(hub)}")
     loaded = DatasetDict({ours: hub[theirs] for ours, theirs in splits.items()})
     return loaded, {"source": "hub", "id": what, "fingerprints": {k: v._fingerprint for k, v in loaded.items()}}
+
+
+def _load_main_or_parquet(hub_id: str, name: str | None, what: str, hint: str) -> DatasetDict:
+    """The main revision; for a dataset that still has a loading script, the hub's Parquet conversion of it."""
+    try:
+        return load_dataset(hub_id, name)
+    except RuntimeError as err:
+        if SCRIPT_REFUSAL not in str(err):
+            raise
+    print(f"[dora-bench] {what} is script-based, which datasets refuses; loading its Parquet conversion "
+          f"(revision={PARQUET_REVISION})")
+    try:  # the conversion holds <config>/<split>/*.parquet and no config metadata: a config is a folder
+        return load_dataset(hub_id, revision=PARQUET_REVISION, data_dir=name)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{what} is script-based (datasets refuses loading scripts) and its Parquet conversion "
+                        f"(revision={PARQUET_REVISION}) cannot be loaded ({type(err).__name__}); {hint}") from None
 
 
 def local_files(cfg: DictConfig, names_in_dir: dict[str, str]) -> dict[str, Path] | None:

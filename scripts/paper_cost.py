@@ -1,0 +1,104 @@
+"""Expected cost of a paper experiment at the paper's epochs: runs, optimizer steps, rough GPU hours.
+
+Runs and steps come from the experiment's config (its sweep, Table 8 epochs and batch sizes per task, Full FT
+and BitFit epochs from their method files, the code's own step arithmetic and result paths) and the public
+training-set sizes below. GPU hours use the paper's own measurement (Table 9: minutes per QNLI epoch on one
+RTX 3090, per method) as examples per second, for tasks at QNLI's sequence length; evaluation is not included.
+
+    python scripts/paper_cost.py                       # Table 2 (GLUE)
+    python scripts/paper_cost.py --experiment table3   # runs and steps of SQuAD (no GPU-hour figure)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections import defaultdict
+
+from hydra import compose, initialize_config_module
+
+from dora_bench.engine import optimizer_steps
+from dora_bench.results import fingerprint, identity
+from dora_bench.tables import load_paper
+
+# Training examples. GLUE: the train splits of the GLUE benchmark (Wang et al., 2018, Table 1; exact counts as
+# in the Hugging Face nyu-mll/glue dataset card; CoLA, MRPC, RTE and STS-B equal the official TSVs' rows).
+# SQuAD: questions in train-v1.1.json / train-v2.0.json (long contexts add a few % of windows). XSum: the
+# official train split (Narayan et al., 2018; EdinburghNLP/xsum).
+TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
+               "qnli": 104743, "rte": 2490, "squad_v1": 87599, "squad_v2": 130319, "xsum": 204045}
+TABLE9_TASK = "qnli"
+# RoBERTa-base-shaped model, batch 16 x 128 tokens, 2 CPU threads: 8-11 s a step on the development machine.
+CPU_SECONDS_PER_EXAMPLE = 9.5 / 16
+
+
+def composed(experiment: str, *overrides: str, hydra_config: bool = False):
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):
+        return compose("config", overrides=[f"+experiment={experiment}", *overrides], return_hydra_config=hydra_config)
+
+
+def runs_of(experiment: str):
+    """(config, seeds) of every distinct run of the sweep: budget-free methods run once, not once per budget."""
+    sweep = {k: str(v).split(",") for k, v in composed(experiment, hydra_config=True).hydra.sweeper.params.items()}
+    seeds = sweep.pop("seed", ["1"])
+    seen = set()
+    for values in itertools.product(*sweep.values()):
+        cfg = composed(experiment, *(f"{k}={v}" for k, v in zip(sweep, values)))
+        run = fingerprint(identity(cfg))
+        if run not in seen:
+            seen.add(run)
+            yield cfg, len(seeds)
+
+
+def table9_seconds_per_example() -> tuple[dict[str, float], int]:
+    """Seconds per training example of each method in the paper's Table 9, and the sequence length it ran at."""
+    minutes = {method: row[0] for method, row in load_paper()["table9_efficiency"]["rows"].items()}
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):
+        length = compose("config", overrides=[f"task={TABLE9_TASK}"]).trainer.max_length
+    return {method: m * 60 / TRAIN_SIZES[TABLE9_TASK] for method, m in minutes.items()}, length
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="table2")
+    args = parser.parse_args(argv)
+    per_example, table9_length = table9_seconds_per_example()
+    rows = defaultdict(lambda: {"runs": 0, "steps": 0, "examples": 0, "gpu_h": 0.0, "epochs": {}, "timed": True})
+    for cfg, n_seeds in runs_of(args.experiment):
+        t = cfg.trainer
+        examples = min(TRAIN_SIZES[cfg.task.name], cfg.data.max_train_samples or TRAIN_SIZES[cfg.task.name])
+        row = rows[cfg.task.name]
+        row["runs"] += n_seeds
+        row["steps"] += n_seeds * optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs)
+        row["examples"] += n_seeds * examples * t.epochs
+        row["epochs"][cfg.method.name] = int(t.epochs)
+        row["timed"] &= t.max_length == table9_length and cfg.method.name in per_example
+        row["gpu_h"] += n_seeds * examples * t.epochs * per_example.get(cfg.method.name, 0.0) / 3600
+    total = {key: sum(r[key] for r in rows.values()) for key in ("runs", "steps", "examples", "gpu_h")}
+    total["timed"] = all(r["timed"] for r in rows.values())
+    print(f"+experiment={args.experiment} at the paper's epochs (train sizes: scripts/paper_cost.py)\n")
+    print("| task | train examples | epochs | runs | optimizer steps | GPU hours (RTX 3090, Table 9) |")
+    print("|---|---:|---|---:|---:|---:|")
+    for task, row in rows.items():
+        print(f"| {task} | {TRAIN_SIZES[task]:,} | {epochs_text(row['epochs'])} | {row['runs']} | {row['steps']:,} "
+              f"| {hours(row)} |")
+    print(f"| **all** | | | **{total['runs']}** | **{total['steps']:,}** | **{hours(total)}** |\n")
+    if total["timed"]:
+        print(f"On a 2-core CPU (a RoBERTa-base step of 16 x 128 tokens: about {CPU_SECONDS_PER_EXAMPLE * 16:g} s): "
+              f"about {total['examples'] * CPU_SECONDS_PER_EXAMPLE / 86400:,.0f} days.")
+    return {"rows": dict(rows), "total": total}
+
+
+def epochs_text(epochs: dict[str, int]) -> str:
+    """The epochs most methods train for, then the exceptions: '80 (full_ft 10, bitfit 20)'."""
+    values = list(epochs.values())
+    common = max(values, key=values.count)
+    exceptions = ", ".join(f"{method} {n}" for method, n in epochs.items() if n != common)
+    return f"{common} ({exceptions})" if exceptions else str(common)
+
+
+def hours(row: dict) -> str:
+    return f"{row['gpu_h']:,.0f}" if row["timed"] else "— (other sequence length)"
+
+
+if __name__ == "__main__":
+    main()
