@@ -84,6 +84,8 @@ def load_method_state(handle: MethodHandle, checkpoint: str | Path) -> None:
     `trainer.train(resume_from_checkpoint=...)`, which restores weights, optimizer and schedule."""
     state_file = Path(checkpoint) / METHOD_STATE
     handle.load_state_dict(torch.load(state_file, weights_only=True))
+
+
 class CpuCostWarning(TrainerCallback):
     """One warning line when a big model (RoBERTa-base, BART-base) trains on a CPU: the planned optimizer steps
     and the time of the first steps extrapolated to all of them, so nobody waits days by accident."""

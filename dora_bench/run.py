@@ -148,7 +148,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
     except ValueError as err:
         raise RuntimeError(f"no usable evaluation: {err}") from None
     if world()[0] == 0:
-        if handle.export is not None and cfg.get("save_adapter", True):
+        if handle.export is not None:
             adapter_dir = where.result.with_suffix(".adapter")
             adapter_dir.mkdir(parents=True, exist_ok=True)
             handle.export(str(adapter_dir))

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from dora_bench import results
@@ -36,7 +37,6 @@ class RunStatus:
     detail: str               # result file, error line, or checkpoint age
     seconds: float            # wall time of a finished (done or failed) run
     device: str
-    fingerprint: str          # jobs that differ only in keys outside the identity are one run
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -56,10 +56,16 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [fixed + list(job) for batch in jobs for job in batch] or [fixed]
 
 
-def job_status(job: list[str], running_s: float, now: float) -> list[RunStatus]:
-    cfg = compose(config_name="config", overrides=job)
-    seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
-    return [seed_status(tuple(job), int(seed), results.locate(cfg, int(seed)), running_s, now) for seed in seeds]
+def expected_runs(overrides: list[str]) -> list[tuple[tuple[str, ...], DictConfig, int]]:
+    """(job overrides, config, seed) of every distinct run of the sweep, in launch order; jobs that differ only in
+    keys outside the identity (Full FT and BitFit under budget=small and large) are one run. Call inside an
+    initialised Hydra (initialize_config_module)."""
+    runs: dict[str, tuple[tuple[str, ...], DictConfig, int]] = {}
+    for job in sweep_jobs(overrides):
+        cfg = compose(config_name="config", overrides=job)
+        for seed in [cfg.seed] if cfg.seed is not None else list(cfg.seeds):
+            runs.setdefault(results.fingerprint(results.identity(cfg, int(seed))), (tuple(job), cfg, int(seed)))
+    return list(runs.values())
 
 
 def seed_status(job: tuple[str, ...], seed: int, where: results.RunLocation, running_s: float,
@@ -71,14 +77,12 @@ def seed_status(job: tuple[str, ...], seed: int, where: results.RunLocation, run
     if found is not None and found.fingerprint == where.fingerprint:
         state = "done" if found.complete else "failed"
         detail = str(where.result) if found.complete else (found.error or "").splitlines()[0] if found.error else ""
-        return RunStatus(job, seed, state, detail, found.timing.wall_s or 0.0, str(found.env.get("device", "?")),
-                         where.fingerprint)
+        return RunStatus(job, seed, state, detail, found.timing.wall_s or 0.0, str(found.env.get("device", "?")))
     written = [p.stat().st_mtime for p in where.checkpoints.rglob("*")] if where.checkpoints.is_dir() else []
     if written and now - max(written) < running_s:
-        return RunStatus(job, seed, "running", f"checkpoint written {(now - max(written)) / 60:.0f} min ago", 0.0, "",
-                         where.fingerprint)
+        return RunStatus(job, seed, "running", f"checkpoint written {(now - max(written)) / 60:.0f} min ago", 0.0, "")
     detail = f"checkpoint {(now - max(written)) / 60:.0f} min old: resumes when relaunched" if written else ""
-    return RunStatus(job, seed, "missing", detail, 0.0, "", where.fingerprint)
+    return RunStatus(job, seed, "missing", detail, 0.0, "")
 
 
 def report(statuses: list[RunStatus]) -> str:
@@ -107,14 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with initialize_config_module("dora_bench.conf", version_base="1.3"):
             now = time.time()
-            statuses = {}
-            for job in sweep_jobs(args.overrides):
-                for status in job_status(job, args.running_minutes * 60, now):
-                    statuses.setdefault(status.fingerprint, status)  # e.g. Full FT under budget=small and large
+            statuses = [seed_status(job, seed, results.locate(cfg, seed), args.running_minutes * 60, now)
+                        for job, cfg, seed in expected_runs(args.overrides)]
     except (UserError, HydraException, OmegaConfBaseException) as err:
         print(f"dora-bench-status: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 2
-    print(report(list(statuses.values())))
+    print(report(statuses))
     return 0
 
 

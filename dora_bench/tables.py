@@ -16,7 +16,7 @@ import math
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
@@ -244,10 +244,14 @@ class Table:
     avg: bool = False
     params: bool = False
     notes: tuple[str, ...] = ()
+    searches: bool = True   # False: a measurement, not a dev score; no configuration is picked over another
 
     @property
     def tasks(self) -> set[str]:
         return {c.task for c in self.columns}
+
+    def options(self, opts: Options) -> Options:
+        return opts if self.searches else replace(opts, searched=())
 
 
 GLUE = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli")
@@ -292,7 +296,9 @@ TABLES = (
           notes=("min/epoch: train_runtime_s / epochs trained (includes the per-epoch dev evaluation); resumed "
                  "runs are skipped. peak MiB: max GPU memory allocated, or max RSS of the process on CPU. "
                  "'vs LoRA': ratio of the cells to the LoRA row of the same budget (else of LoRA large). "
-                 "Any tag (e.g. the 1-epoch runs of +experiment=table9).",)),
+                 "Any tag (e.g. the 1-epoch runs of +experiment=table9); runs of other epochs or learning rates get "
+                 "sections of their own (an efficiency table picks no configuration by dev score).",),
+          searches=False),
 )
 
 
@@ -545,6 +551,7 @@ def section_title(key: SectionKey) -> str:
 
 def render_table(table: Table, runs: list[Run], skipped: list[tuple[Path, str]], paper_doc: dict, opts: Options,
                  root: Path) -> str:
+    opts = table.options(opts)
     paper = table.paper_rows(paper_doc[table.paper_section])
     sections = collect(table, runs, opts)
     out = [f"# {table.title}", ""]
@@ -572,7 +579,7 @@ def render_sweeps(runs: list[Run], opts: Options, root: Path) -> str:
            f"(n seeds). ✓ = the configuration the table shows (best mean dev score over seeds). Searched keys: "
            f"{', '.join(opts.searched) or 'none'}.", ""]
     for table in TABLES:
-        sections = collect(table, runs, opts)
+        sections = collect(table, runs, table.options(opts))
         for key in sorted(k for k, section in sections.items() if section.cells):
             section = sections[key]
             searched = [k for k in opts.searched

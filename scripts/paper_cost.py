@@ -11,13 +11,12 @@ RTX 3090, per method) as examples per second, for tasks at QNLI's sequence lengt
 from __future__ import annotations
 
 import argparse
-import itertools
 from collections import defaultdict
 
 from hydra import compose, initialize_config_module
 
 from dora_bench.engine import optimizer_steps
-from dora_bench.results import fingerprint, identity
+from dora_bench.status import expected_runs
 from dora_bench.tables import load_paper
 
 # Training examples. GLUE: the train splits of the GLUE benchmark (Wang et al., 2018, Table 1; exact counts as
@@ -31,22 +30,10 @@ TABLE9_TASK = "qnli"
 CPU_SECONDS_PER_EXAMPLE = 9.5 / 16
 
 
-def composed(experiment: str, *overrides: str, hydra_config: bool = False):
+def runs_of(experiment: str) -> list:
+    """(job, config, seed) of every distinct run of the experiment's sweep, as dora-bench-status expects them."""
     with initialize_config_module("dora_bench.conf", version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={experiment}", *overrides], return_hydra_config=hydra_config)
-
-
-def runs_of(experiment: str):
-    """(config, seeds) of every distinct run of the sweep: budget-free methods run once, not once per budget."""
-    sweep = {k: str(v).split(",") for k, v in composed(experiment, hydra_config=True).hydra.sweeper.params.items()}
-    seeds = sweep.pop("seed", ["1"])
-    seen = set()
-    for values in itertools.product(*sweep.values()):
-        cfg = composed(experiment, *(f"{k}={v}" for k, v in zip(sweep, values)))
-        run = fingerprint(identity(cfg))
-        if run not in seen:
-            seen.add(run)
-            yield cfg, len(seeds)
+        return expected_runs([f"+experiment={experiment}"])
 
 
 def table9_seconds_per_example() -> tuple[dict[str, float], int]:
@@ -63,16 +50,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     per_example, table9_length = table9_seconds_per_example()
     rows = defaultdict(lambda: {"runs": 0, "steps": 0, "examples": 0, "gpu_h": 0.0, "epochs": {}, "timed": True})
-    for cfg, n_seeds in runs_of(args.experiment):
+    for _, cfg, _ in runs_of(args.experiment):
         t = cfg.trainer
         examples = min(TRAIN_SIZES[cfg.task.name], cfg.data.max_train_samples or TRAIN_SIZES[cfg.task.name])
         row = rows[cfg.task.name]
-        row["runs"] += n_seeds
-        row["steps"] += n_seeds * optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs)
-        row["examples"] += n_seeds * examples * t.epochs
+        row["runs"] += 1
+        row["steps"] += optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs)
+        row["examples"] += examples * t.epochs
         row["epochs"][cfg.method.name] = int(t.epochs)
         row["timed"] &= t.max_length == table9_length and cfg.method.name in per_example
-        row["gpu_h"] += n_seeds * examples * t.epochs * per_example.get(cfg.method.name, 0.0) / 3600
+        row["gpu_h"] += examples * t.epochs * per_example.get(cfg.method.name, 0.0) / 3600
     total = {key: sum(r[key] for r in rows.values()) for key in ("runs", "steps", "examples", "gpu_h")}
     total["timed"] = all(r["timed"] for r in rows.values())
     print(f"+experiment={args.experiment} at the paper's epochs (train sizes: scripts/paper_cost.py)\n")

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
 
 from dora_bench.tasks import glue
 
@@ -45,5 +46,7 @@ def test_glue_train_sizes_match_the_real_files(real_data):
     tasks = [t for t in glue.GLUE if (root / t / "train.tsv").is_file()]
     assert tasks, f"no GLUE task folder under {root}"
     for task in tasks:
-        raw, _ = glue.load(paper_cost.composed("table2", f"task={task}", f"data.dir={root}"))
+        with initialize_config_module("dora_bench.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[f"task={task}", f"data.dir={root}"])
+        raw, _ = glue.load(cfg)
         assert len(raw["train"]) == paper_cost.TRAIN_SIZES[task], task
