@@ -45,8 +45,9 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     parsed = parser.parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     swept = {o.get_key_element(): o.input_line for o in parsed if o.is_sweep_override()}
-    sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
-    if "optuna" in str(sweeper.get("_target_", "")):
+    hydra_cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra
+    sweeper = hydra_cfg.sweeper
+    if hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic":
         raise UserError("an Optuna search has no fixed grid to check; list its trials with dora-bench-tables --sweeps")
     given = {o.get_key_element() for o in parser.parse_overrides(fixed)}
     for key, values in (sweeper.get("params") or {}).items():  # a key the command line sets narrows the grid
@@ -61,9 +62,13 @@ def expected_runs(overrides: list[str]) -> list[tuple[tuple[str, ...], DictConfi
     keys outside the identity (Full FT and BitFit under budget=small and large) are one run. Call inside an
     initialised Hydra (initialize_config_module)."""
     runs: dict[str, tuple[tuple[str, ...], DictConfig, int]] = {}
+    composed: dict[tuple[str, ...], DictConfig] = {}
     for job in sweep_jobs(overrides):
-        cfg = compose(config_name="config", overrides=job)
-        for seed in [cfg.seed] if cfg.seed is not None else list(cfg.seeds):
+        # Jobs that differ only in their seed share one config (the seed enters only the identity): compose once.
+        rest = tuple(o for o in job if o.split("=", 1)[0] != "seed")
+        cfg = composed.get(rest) or composed.setdefault(rest, compose(config_name="config", overrides=list(rest)))
+        given = [int(o.split("=", 1)[1]) for o in job if o.split("=", 1)[0] == "seed"]
+        for seed in given or ([cfg.seed] if cfg.seed is not None else list(cfg.seeds)):
             runs.setdefault(results.fingerprint(results.identity(cfg, int(seed))), (tuple(job), cfg, int(seed)))
     return list(runs.values())
 
