@@ -113,8 +113,9 @@ class CpuCostWarning(TrainerCallback):
 class BenchTrainerMixin:
     """Adds the method's extra loss, task-defined evaluation and (by callback) method state in checkpoints."""
 
-    def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str):
+    def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str, predictions_dir: Path | None = None):
         self.handle = handle
+        self.predictions_dir = predictions_dir  # where tasks that generate text keep their latest predictions
         self.evaluate_fn = evaluate_fn
         self.run_fingerprint = run_fingerprint
         self.step_timer = StepTimer()

@@ -221,6 +221,17 @@ class RunLocation:
             return None
         return found if found.complete and found.fingerprint == self.fingerprint else None
 
+    @property
+    def logs(self) -> Path:
+        """Tracker event files (TensorBoard), kept beside the result."""
+        return self.result.with_suffix(".logs")
+
+    @property
+    def predictions(self) -> Path:
+        """SQuAD answers / XSum summaries of the latest evaluation. A folder, not `seed=N.predictions.json`:
+        result files are found by the pattern `seed=*.json`."""
+        return self.result.with_suffix(".predictions")
+
 
 def locate(cfg: DictConfig, seed: int) -> RunLocation:
     """The result file and checkpoint folder of (cfg, seed): the readable variant folder, unless results of

@@ -104,12 +104,12 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
     handle = apply_method(model, cfg, total_steps)
 
     out_dir = where.checkpoints
-    args = _training_arguments(cfg, seed, out_dir, world_size)
+    args = _training_arguments(cfg, seed, out_dir, world_size, logs=where.logs)
     trainer_cls = BenchSeq2SeqTrainer if cfg.task.head == "seq2seq" else BenchTrainer
     trainer = trainer_cls(model=handle.model, args=args, train_dataset=data.train, eval_dataset=data.eval_sets,
                           data_collator=data.collator,
                           processing_class=tokenizer, **data.trainer_kwargs)
-    trainer.setup_bench(handle, data.evaluate, where.fingerprint)
+    trainer.setup_bench(handle, data.evaluate, where.fingerprint, predictions_dir=where.predictions)
     resume = None if cfg.force else latest_checkpoint(out_dir, where.fingerprint)
     if resume is None and out_dir.exists():  # unfinished checkpoints (or force=true): start afresh
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -199,7 +199,8 @@ def accelerator_arguments(t: DictConfig) -> dict[str, Any]:
     }
 
 
-def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int) -> TrainingArguments:
+def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: int,
+                        logs: Path | None = None) -> TrainingArguments:
     t = cfg.trainer
     kwargs = dict(
         output_dir=str(out_dir),
@@ -224,7 +225,7 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         data_seed=seed,
         disable_tqdm=not t.progress_bar,
         report_to=t.report_to,
-        logging_dir=str(logs_dir(cfg, seed)),
+        logging_dir=str(logs or logs_dir(cfg, seed)),
         save_safetensors=True,
         ddp_find_unused_parameters=False,
         **accelerator_arguments(t),
@@ -239,7 +240,7 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
 
 def logs_dir(cfg: DictConfig, seed: int) -> Path:
     """Where trackers that write files (TensorBoard) log a seed: beside its result, kept with it."""
-    return results.locate(cfg, seed).result.with_suffix(".logs")
+    return results.locate(cfg, seed).logs
 
 
 def _epoch_metrics(log_history: list[dict]) -> list[results.Epoch]:

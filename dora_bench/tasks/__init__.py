@@ -192,14 +192,10 @@ def read_local(files: dict[str, Path], reader: Callable[[Path], Dataset]) -> tup
     return splits, fingerprint
 
 
-def write_predictions(cfg: DictConfig, trainer, filename: str, text: str) -> Path | None:
-    """Write `<result file stem>.predictions/<filename>` on the main process (the latest epoch overwrites).
-
-    A folder, not `seed=N.predictions.json`: result files are found by the pattern `seed=*.json`.
-    """
-    if not trainer.is_world_process_zero():
+def write_predictions(trainer, filename: str, text: str) -> Path | None:
+    """Write `<predictions folder of the run>/<filename>` on the main process (the latest epoch overwrites)."""
+    if not trainer.is_world_process_zero() or trainer.predictions_dir is None:
         return None
-    # The Trainer's seed is the run's seed: TaskData is built before the seed is known to the task.
-    path = results.locate(cfg, trainer.args.seed).result.with_suffix(".predictions") / filename
+    path = trainer.predictions_dir / filename
     results.atomic_write_text(path, text)
     return path

@@ -279,8 +279,8 @@ def evaluate(trainer, cfg: DictConfig, examples: Dataset, windows: Dataset, mode
     golds = {qid: answers["text"] for qid, answers in zip(ex["id"], ex["answers"])}
     metrics = squad_scores(predictions, golds, settings.version_2)
     # The official layout {id: answer}; with null odds the v2.0 script can also tune the threshold.
-    write_predictions(cfg, trainer, "validation.json", json.dumps(predictions, indent=1, ensure_ascii=False))
+    write_predictions(trainer, "validation.json", json.dumps(predictions, indent=1, ensure_ascii=False))
     if settings.version_2:
-        write_predictions(cfg, trainer, "validation.null_odds.json", json.dumps(null_odds, indent=1))
+        write_predictions(trainer, "validation.null_odds.json", json.dumps(null_odds, indent=1))
     metrics["score"] = metrics[cfg.task.metric]
     return metrics

@@ -152,6 +152,6 @@ def evaluate(trainer, cfg: DictConfig, tokenizer, examples: Dataset, inputs: Dat
               + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     lines = (json.dumps({"id": i, "generated": g, "reference": r}, ensure_ascii=False)
              for i, g, r in zip(examples["id"], summaries, examples["summary"]))
-    write_predictions(cfg, trainer, "validation.jsonl", "\n".join(lines) + "\n")
+    write_predictions(trainer, "validation.jsonl", "\n".join(lines) + "\n")
     metrics["score"] = metrics[cfg.task.metric]
     return metrics
