@@ -11,14 +11,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-# Task heads train fully in every method and are excluded from the paper's parameter counts.
-HEAD_NAME_PATTERNS = ("classifier", "qa_outputs", "score")
+# Task heads train fully in every method and are excluded from the paper's parameter counts. BERT keeps
+# the dense+tanh of its sentence head in the encoder as `pooler`; RoBERTa's (the paper's model) has it in
+# `classifier`. Both are head, so a BERT model (MiniLM) is tuned under the paper's protocol.
+HEAD_NAME_PATTERNS = ("classifier", "qa_outputs", "score", "pooler")
 # PEFT task types per task head (PEFT then keeps the head trainable via modules_to_save).
 PEFT_TASK_TYPES = {"seq_cls": "SEQ_CLS", "qa": "QUESTION_ANS", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 def is_head_parameter(name: str) -> bool:
     return any(part in HEAD_NAME_PATTERNS for part in name.split("."))
+
+
+def head_modules(model: nn.Module) -> list[str] | None:
+    """The head modules present, by the names PEFT's modules_to_save matches (None: the model has none)."""
+    names = {part for name, _ in model.named_parameters() for part in name.split(".") if part in HEAD_NAME_PATTERNS}
+    return sorted(names) or None
 
 
 def count_trainable(model: nn.Module, include_head: bool = True) -> int:

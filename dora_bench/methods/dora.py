@@ -7,7 +7,7 @@ import torch
 
 from dora_bench.dora import DoraConfig, apply_dora, dem_penalty, export_peft_lora
 from dora_bench.errors import UserError
-from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, is_head_parameter
+from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, head_modules, is_head_parameter
 
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:
@@ -17,7 +17,7 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         controller = apply_dora(model, config, total_steps)
     except ValueError as err:
         raise UserError(str(err).replace("DoraConfig.", "method.")) from None
-    heads = sorted({name.split(".")[0] for name, _ in model.named_parameters() if is_head_parameter(name)})
+    heads = head_modules(model) or []
     for name, parameter in model.named_parameters():
         if is_head_parameter(name):
             parameter.requires_grad_(True)

@@ -1,12 +1,12 @@
 """LoRA through PEFT on the model's adapted matrices (anchored regex); the task head trains fully."""
 from peft import LoraConfig, get_peft_model
 
-from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, count_trainable
+from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, head_modules, count_trainable
 
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:
     config = LoraConfig(
-        task_type=PEFT_TASK_TYPES[cfg.task.head],
+        task_type=PEFT_TASK_TYPES[cfg.task.head], modules_to_save=head_modules(model),
         target_modules=cfg.model.adapted_modules,
         r=cfg.method.r,
         lora_alpha=cfg.method.lora_alpha,
