@@ -37,6 +37,10 @@ READABLE_SCHEMAS = (1, 2)   # 1 is migrated on read (see _migrate_v1)
 NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                 "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to", "hydra")
 
+# Where the data lies is not what it is: these location keys give way to `data.sha256`, a digest of the
+# files they point to, so a committed result is found again from any checkout of the same files.
+DATA_LOCATIONS = ("dir", "train_file", "validation_file")
+
 MAX_VARIANT_CHARS = 200   # under the usual 255-byte file name limit, with room for an alternate suffix
 _SAFE = re.compile(r"[A-Za-z0-9._+-]+")
 
@@ -79,10 +83,31 @@ def identity(cfg: DictConfig | dict, seed: int | None = None) -> dict[str, Any]:
     method = spec.get("method")
     if isinstance(method, dict) and method.get("uses_budget") is False:
         spec.pop("budget", None)
+    _data_by_content(spec)
     spec = _canonical(spec)
     if seed is not None:
         spec["seed"] = int(seed)
     return spec
+
+
+def _data_by_content(spec: dict[str, Any]) -> None:
+    """Replace the data location keys by `data.sha256` of the files they name (nothing for hub data). Files
+    that cannot be read leave the locations in place: the run then fails at loading, naming them, and an
+    old result whose files are gone keeps the identity it had."""
+    data = spec.get("data")
+    if not isinstance(data, dict) or not any(data.get(key) for key in DATA_LOCATIONS):
+        if isinstance(data, dict):
+            for key in DATA_LOCATIONS:
+                data.pop(key, None)
+        return
+    from dora_bench.tasks import data_sha256   # datasets is imported only when local data is named
+
+    try:
+        data["sha256"] = data_sha256(OmegaConf.create(spec))
+    except (UserError, OSError, KeyError, AttributeError):
+        return
+    for key in DATA_LOCATIONS:
+        data.pop(key, None)
 
 
 def fingerprint(ident: dict[str, Any]) -> str:

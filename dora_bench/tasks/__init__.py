@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -76,6 +78,26 @@ def text_file_sha256(path: Path, split: str) -> str:
     if blank:
         raise UserError(f"{split} file {str(path)!r} is empty" + (f" ({offset} bytes of white space)" if offset else ""))
     return digest.hexdigest()
+
+
+def data_sha256(cfg: DictConfig) -> str | None:
+    """One digest of the local files the run reads (None: hub data): the data's part of a run's identity, so
+    that the same files give the same run wherever they lie (see results.identity)."""
+    files = get_task(cfg.task.family).data_files(cfg)
+    if files is None:
+        return None
+    digests = {split: _file_sha256(path, split) for split, path in existing(files).items()}
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: Path, split: str) -> str:
+    stat = path.stat()
+    return _cached_sha256(str(path.resolve()), split, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, split: str, size: int, mtime_ns: int) -> str:  # size, mtime: a changed file is read again
+    return text_file_sha256(Path(path), split)
 
 
 def cached_map(dataset: Dataset, fn: Callable, cache_dir: str, key: str, **map_kwargs) -> Dataset:

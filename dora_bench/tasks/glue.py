@@ -70,7 +70,7 @@ def model_kwargs(cfg: DictConfig) -> dict:
 def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
     """Raw splits ("train" + one per eval set) with HF column names, and a fingerprint of the data."""
     spec = spec_for(cfg)
-    files = _local_files(cfg, spec)
+    files = data_files(cfg)
     if files is None:
         hint = (f"pass data.dir=<folder with GLUE {cfg.task.name} TSVs> "
                 "(or data.train_file= / data.validation_file=)")
@@ -78,8 +78,9 @@ def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
     return read_local(files, lambda path: _read_file(path, spec, cfg.task.name))
 
 
-def _local_files(cfg: DictConfig, spec: GlueSpec) -> dict[str, Path] | None:
-    data = cfg.data
+def data_files(cfg: DictConfig) -> dict[str, Path] | None:
+    """The local files this run reads ({split: path}); None when the data comes from the hub."""
+    spec, data = spec_for(cfg), cfg.data
     if data.get("train_file") or data.get("validation_file"):
         if not (data.get("train_file") and data.get("validation_file")):
             raise UserError("data.train_file and data.validation_file must be given together")

@@ -32,10 +32,15 @@ def model_kwargs(cfg: DictConfig) -> dict:
 
 # ---- load -------------------------------------------------------------------------------------
 
+def data_files(cfg: DictConfig) -> dict[str, Path] | None:
+    """The local files this run reads ({split: path}); None when the data comes from the hub."""
+    return local_files(cfg, dict(cfg.task.data_files))
+
+
 def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
     """Raw examples ("train", "validation") in the hub's column layout, and a fingerprint of the data."""
     t = cfg.task
-    files = local_files(cfg, dict(t.data_files))
+    files = data_files(cfg)
     if files is None:
         names = " / ".join(t.data_files.values())
         hint = (f"pass data.dir=<folder with the official {names}> "

@@ -26,10 +26,15 @@ def model_kwargs(cfg: DictConfig) -> dict:
 
 # ---- load -------------------------------------------------------------------------------------
 
+def data_files(cfg: DictConfig) -> dict[str, Path] | None:
+    """The local files this run reads ({split: path}); None when the data comes from the hub."""
+    return local_files(cfg, dict(cfg.task.data_files))
+
+
 def load(cfg: DictConfig) -> tuple[DatasetDict, dict]:
     """Raw "train" and "validation" splits with columns id, document, summary, and a data fingerprint."""
     t = cfg.task
-    files = local_files(cfg, dict(t.data_files))
+    files = data_files(cfg)
     if files is None:
         hint = ("pass data.dir=<folder with " + " and ".join(t.data_files.values()) + "> "
                 "(or data.train_file= / data.validation_file=, JSONL or CSV with document and summary columns)")
