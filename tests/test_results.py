@@ -5,7 +5,7 @@ from importlib.resources import files
 
 import pytest
 import yaml
-from helpers import write_result_file
+from helpers import write_glue, write_result_file
 from omegaconf import OmegaConf
 
 from dora_bench import results
@@ -27,6 +27,7 @@ def test_identity_is_the_resolved_config_without_the_listed_keys_and_with_the_se
     resolved = leaves(OmegaConf.to_container(cfg(tmp_path, "seed=7"), resolve=True))
     ident = leaves(identity(cfg(tmp_path, "seed=7"), 3))
     dropped = {k for k in resolved if any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
+    dropped |= {f"data.{key}" for key in results.DATA_LOCATIONS}   # where the data lies (here: the hub)
     assert dropped >= {"results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                        "trainer.progress_bar", "trainer.logging_steps"}
     assert ident.pop("seed") == 3                                   # the run's seed, not cfg.seed
@@ -80,6 +81,25 @@ def test_every_key_that_can_change_the_numbers_moves_the_run(tmp_path, method, k
     assert a.fingerprint != b.fingerprint and a.result != b.result and a.checkpoints != b.checkpoints
     assert a.result.parent.name == "default"
     assert b.result.parent.name.startswith(f"{key}=") or f",{key}=" in b.result.parent.name, b.result
+
+
+def test_the_data_is_identified_by_its_content_not_its_folder(tmp_path):
+    """The same files in two places are one run (a committed result is found from any checkout); changed
+    files are another; a folder that cannot be read keeps its path as identity (the run then names it)."""
+    here, there = write_glue(tmp_path / "a"), write_glue(tmp_path / "b")
+    a, b = (locate(cfg(tmp_path, f"data.dir={d}"), 1) for d in (here, there))
+    assert (a.result, a.fingerprint) == (b.result, b.fingerprint)
+    assert re.fullmatch(r"data\.sha256=[0-9a-f]{16}", a.result.parent.name), a.result
+    assert "dir" not in a.identity["data"] and a.identity["data"]["sha256"]
+    explicit = locate(cfg(tmp_path, f"data.train_file={here}/stsb/train.tsv",
+                          f"data.validation_file={here}/stsb/dev.tsv"), 1)
+    assert explicit.fingerprint == a.fingerprint                    # the same files, named one by one
+    train = there / "stsb/train.tsv"
+    train.write_text(train.read_text().replace("main-news", "main-forum", 1))
+    assert locate(cfg(tmp_path, f"data.dir={there}"), 1).fingerprint != a.fingerprint
+    assert locate(cfg(tmp_path, f"data.dir={here}"), 1).fingerprint == a.fingerprint
+    gone = locate(cfg(tmp_path, f"data.dir={tmp_path / 'gone'}"), 1)
+    assert gone.identity["data"]["dir"] == str(tmp_path / "gone")
 
 
 def test_variant_folders_read_like_override_dirnames(tmp_path):

@@ -60,16 +60,16 @@ def test_interrupted_sweep_skips_finished_runs_and_completes_the_rest(tmp_path, 
 
 def test_submitit_local_launcher_runs_an_experiment_sweep(tmp_path, glue_dir, cache_dir):
     """Two jobs of +experiment=cpu_glue, narrowed on the command line, each in its own submitit process."""
-    out = run_cli("-m", "hydra/launcher=submitit_local", "+experiment=cpu_glue", "task=rte", "method=bitfit",
+    out = run_cli("-m", "hydra/launcher=submitit_local", "+experiment=cpu_glue", "task=stsb", "method=bitfit", "lr_grid=low",
                   "budget=small", "seed=1,2", f"data.dir={glue_dir}", *TINY_SWEEP, cwd=tmp_path)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "Submitit 'local' sweep" in out.stdout + out.stderr
-    results = sorted((tmp_path / "results/runs/tiny_roberta/rte/bitfit").glob("*/seed=*.json"))
+    results = sorted((tmp_path / "results/runs/tiny_roberta/stsb/bitfit").glob("*/seed=*.json"))
     assert [p.name for p in results] == ["seed=1.json", "seed=2.json"]
     for path in results:
         record = json.loads(path.read_text())
         assert record["status"] == "complete"
-        assert record["config"]["data"]["max_train_samples"] == 160   # the experiment's delta reached the job
+        assert record["config"]["data"]["max_train_samples"] == 800   # the experiment's delta reached the job
     logs = list((tmp_path / "multirun/.submitit").rglob("*_log.out"))
     assert len(logs) == 2                                   # one process per job
 
