@@ -95,19 +95,17 @@ def _data_by_content(spec: dict[str, Any]) -> None:
     that cannot be read leave the locations in place: the run then fails at loading, naming them, and an
     old result whose files are gone keeps the identity it had."""
     data = spec.get("data")
-    if not isinstance(data, dict) or not any(data.get(key) for key in DATA_LOCATIONS):
-        if isinstance(data, dict):
-            for key in DATA_LOCATIONS:
-                data.pop(key, None)
+    if not isinstance(data, dict):
         return
+    named = {key: value for key in DATA_LOCATIONS if (value := data.pop(key, None)) is not None}
+    if not named:
+        return   # hub data
     from dora_bench.tasks import data_sha256   # datasets is imported only when local data is named
 
     try:
-        data["sha256"] = data_sha256(OmegaConf.create(spec))
+        data["sha256"] = data_sha256(OmegaConf.create(spec | {"data": data | named}))
     except (UserError, OSError, KeyError, AttributeError):
-        return
-    for key in DATA_LOCATIONS:
-        data.pop(key, None)
+        data.update(named)
 
 
 def fingerprint(ident: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         raise UserError(f"method.t_init={m.t_init} + method.t_final={m.t_final} leave no pruning phase "
                         f"in {total_steps} optimizer steps; allowed: t_init + t_final < 1 with enough steps")
     config = AdaLoraConfig(  # a fresh config per model: PEFT mutates it (rank_pattern) while training
-        task_type=PEFT_TASK_TYPES[cfg.task.head], modules_to_save=head_modules(model), target_modules=cfg.model.adapted_modules,
+        task_type=PEFT_TASK_TYPES[cfg.task.head], target_modules=cfg.model.adapted_modules,
+        modules_to_save=head_modules(model),
         target_r=m.target_r, init_r=init_r, tinit=tinit, tfinal=tfinal, deltaT=m.delta_t,
         beta1=m.beta1, beta2=m.beta2, orth_reg_weight=m.orth_reg_weight, total_step=total_steps,
         lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,

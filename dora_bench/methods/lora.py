@@ -1,7 +1,7 @@
 """LoRA through PEFT on the model's adapted matrices (anchored regex); the task head trains fully."""
 from peft import LoraConfig, get_peft_model
 
-from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, head_modules, count_trainable
+from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, count_trainable, head_modules
 
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:

@@ -1,6 +1,7 @@
 """Task families. Each module (glue, squad, xsum) offers the same verbs:
 
 - ``model_kwargs(cfg)`` → extra `AutoConfig` arguments (e.g. num_labels)
+- ``data_files(cfg)`` → the local files the run reads ({split: path}), None for hub data
 - ``load(cfg)`` → raw ``DatasetDict`` (train + eval splits) and a data fingerprint
 - ``prepare(cfg, tokenizer, raw)`` → ``TaskData`` (features, collator, per-epoch evaluation)
 """
