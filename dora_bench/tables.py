@@ -44,6 +44,14 @@ SEARCHED = ("trainer.learning_rate", "trainer.batch_size", "trainer.epochs", "me
 ROW_KEYS = ("tag", *(f"method.{k}" for k in INITIAL_BUDGET_KEYS))
 
 
+def _section_item(key: str, value: Any) -> str:
+    """`key=value` in a section title. The data digest differs per task by nature (each task reads its own
+    files), so it says only that local files were read: the tasks of one local-data sweep share a section."""
+    if key == "data.sha256":
+        return "data=local files"
+    return f"{key}={'<absent>' if value is ABSENT else value_text(value)}"
+
+
 class Unusable(ValueError):
     """A complete result file that lacks what a table needs; reported under the table, never fatal."""
 
@@ -80,7 +88,7 @@ class Run:
         changed = variant(self.result.identity)
         if changed is None:
             return f"config {self.config_key()[:8]}"
-        return ", ".join(f"{k}={'<absent>' if v is ABSENT else value_text(v)}" for k, v in sorted(changed.items())
+        return ", ".join(_section_item(k, v) for k, v in sorted(changed.items())
                          if k not in opts.searched and k not in ROW_KEYS)
 
     def config_key(self) -> str:
