@@ -30,7 +30,7 @@ def test_the_study_is_committed_in_the_result_format():
         assert result.complete and result.model == "minilm", path
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode != 0:
-        pytest.skip("not a git checkout: which files are committed cannot be told")
+        pytest.skip(reason="not a git checkout: which files are committed cannot be told")
     extra = [p for p in tracked.stdout.splitlines()           # no checkpoints, adapters, predictions or logs
              if not re.fullmatch(r"results/(README\.md|tables/[^/]+\.(md|png)|runs/.+/seed=\d+\.json)", p)]
     assert not extra, extra
