@@ -201,8 +201,8 @@ def existing(files: dict[str, Path]) -> dict[str, Path]:
 
 
 def local_fingerprint(files: dict[str, Path]) -> dict:
-    """The sha256 of each file, once each is known to be text."""
-    return {"source": "local", "files": {s: {"path": str(p), "sha256": text_file_sha256(p, s)} for s, p in files.items()}}
+    """The sha256 of each file, once each is known to be text (read once per run: the identity hashed it)."""
+    return {"source": "local", "files": {s: {"path": str(p), "sha256": _file_sha256(p, s)} for s, p in files.items()}}
 
 
 def read_local(files: dict[str, Path], reader: Callable[[Path], Dataset]) -> tuple[DatasetDict, dict]:
