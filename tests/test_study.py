@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 TABLES_ARGS = ("--sweeps",)   # results/README.md: `dora-bench-tables --sweeps`
 # The seed re-run (README "Reproducing a committed run"): the study's fastest run, at the experiment's own rate.
-REPRODUCED = ("+experiment=cpu_glue", "task=stsb", "method=bitfit", "seed=1")
+REPRODUCED = ("+experiment=cpu_glue", "method=bitfit", "seed=1")
 README_BLOCK = re.compile(r"<!-- cpu-study -->\n(.*?)<!-- /cpu-study -->", re.S)
 
 
@@ -86,3 +86,4 @@ def test_a_committed_seed_trains_again_to_its_scores(tmp_path, real_data, cache_
     assert again.fingerprint == expected.fingerprint
     rounded = lambda result: [{k: round(v, 2) for k, v in e.metrics.items()} for e in result.epochs]  # noqa: E731
     assert rounded(again) == rounded(expected)
+
