@@ -60,7 +60,7 @@ def test_interrupted_sweep_skips_finished_runs_and_completes_the_rest(tmp_path, 
 
 def test_submitit_local_launcher_runs_an_experiment_sweep(tmp_path, glue_dir, cache_dir):
     """Two jobs of +experiment=cpu_glue, narrowed on the command line, each in its own submitit process."""
-    out = run_cli("-m", "hydra/launcher=submitit_local", "+experiment=cpu_glue", "method=bitfit",
+    out = run_cli("-m", "hydra/launcher=submitit_local", "+experiment=cpu_glue", "task=stsb", "method=bitfit", "lr_grid=low",
                   "budget=small", "seed=1,2", f"data.dir={glue_dir}", *TINY_SWEEP, cwd=tmp_path)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "Submitit 'local' sweep" in out.stdout + out.stderr
