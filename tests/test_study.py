@@ -86,4 +86,3 @@ def test_a_committed_seed_trains_again_to_its_scores(tmp_path, real_data, cache_
     assert again.fingerprint == expected.fingerprint
     rounded = lambda result: [{k: round(v, 2) for k, v in e.metrics.items()} for e in result.epochs]  # noqa: E731
     assert rounded(again) == rounded(expected)
-
