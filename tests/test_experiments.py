@@ -197,11 +197,11 @@ def test_cpu_glue_gives_every_method_a_pair_of_rates_and_one_protocol_per_task()
             runs = [composed("cpu_glue", f"task={task}", f"method={method}", f"lr_grid={g}") for g in lists["lr_grid"]]
             rates[method] = tuple(cfg["trainer"]["learning_rate"] for cfg in runs)
             assert rates[method][0] < rates[method][1], (task, method)
-            protocol |= {(cfg["model"]["name"], cfg["budget"]["name"], cfg["trainer"]["epochs"],
+            protocol |= {(cfg["model"]["name"], cfg["budget"]["name"], cfg["trainer"]["epochs"], cfg["trainer"]["precision"],
                           cfg["trainer"]["batch_size"], cfg["trainer"]["group_by_length"], cfg["data"]["max_train_samples"],
                           cfg["data"]["max_eval_samples"]) for cfg in runs}
         low_rank = {rates[m] for m in ("h_adapter", "p_adapter", "lora", "adalora", "dora")}
         table8 = composed("cpu_glue", f"task={task}", "method=lora")["task"]["learning_rate"]
         assert low_rank == {(5e-4, table8)}, (task, low_rank)
         assert len({rates["full_ft"], rates["bitfit"], (5e-4, table8)}) == 3
-        assert len(protocol) == 1 and protocol.pop()[:3] == ("minilm", "large", 2), task
+        assert len(protocol) == 1 and protocol.pop()[:4] == ("minilm", "large", 2, "bf16"), task
