@@ -66,12 +66,12 @@ def test_submitit_local_launcher_runs_an_experiment_sweep(tmp_path, glue_dir, ca
     assert "Submitit 'local' sweep" in out.stdout + out.stderr
     results = sorted((tmp_path / "results/runs/tiny_roberta/stsb/bitfit").glob("*/seed=*.json"))
     assert [p.name for p in results] == ["seed=1.json", "seed=2.json"]
-    experiment = compose_config(["+experiment=cpu_glue", "task=stsb"])
+    experiment, defaults = compose_config(["+experiment=cpu_glue", "task=stsb"]), compose_config([])
     for path in results:
         record = json.loads(path.read_text())
         assert record["status"] == "complete"
         for group, key in (("data", "max_train_samples"), ("trainer", "precision")):  # the deltas reached the job
-            assert record["config"][group][key] == experiment[group][key] != compose_config([])[group][key], key
+            assert record["config"][group][key] == experiment[group][key] != defaults[group][key], key
     logs = list((tmp_path / "multirun/.submitit").rglob("*_log.out"))
     assert len(logs) == 2                                   # one process per job
 
