@@ -41,6 +41,10 @@ NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report
 # files they point to, so a committed result is found again from any checkout of the same files.
 DATA_LOCATIONS = ("dir", "train_file", "validation_file")
 
+# Headline metrics where lower is better (every other metric: higher is better). Wherever a best is chosen (the
+# best epoch, a table cell's configuration, a search's objective, an edge-of-grid mark) this decides the order.
+LOWER_IS_BETTER = frozenset({"answer_nll", "loss"})
+
 MAX_VARIANT_CHARS = 200   # under the usual 255-byte file name limit, with room for an alternate suffix
 _SAFE = re.compile(r"[A-Za-z0-9._+-]+")
 
@@ -362,8 +366,13 @@ class RunResult:
     def complete(self) -> bool:
         return self.status == "complete"
 
+    @property
+    def lower_is_better(self) -> bool:
+        """The headline metric's direction (answer NLL: lower is better)."""
+        return lower_is_better(self.metric)
+
     def select(self, report: str) -> Selection:
-        """`best`: the best dev epoch at or after the final structure step (pruning methods; else any);
+        """`best`: the best dev epoch (the lowest for a lower-is-better metric) at or after the final structure step (pruning methods; else any);
         `last`: the last evaluated epoch."""
         if report not in ("best", "last"):
             raise ValueError(f"report={report!r} is not a rule; allowed: best, last")
@@ -372,7 +381,9 @@ class RunResult:
         if missing := [e.epoch for e in self.epochs if "score" not in e.metrics]:
             raise ValueError(f"epoch(s) {missing} without a score")
         eligible = [e for e in self.epochs if e.step >= self.final_structure_step] or self.epochs[-1:]
-        chosen = max(eligible, key=lambda e: _number(e.metrics["score"])) if report == "best" else self.epochs[-1]
+        better = self.lower_is_better
+        chosen = (max(eligible, key=lambda e: ranking(e.metrics["score"], better)) if report == "best"
+                  else self.epochs[-1])
         try:
             score = float(chosen.metrics["score"])   # "nan" as stored stays NaN
         except (TypeError, ValueError):
@@ -397,6 +408,17 @@ def _number(value: Any) -> float:
     except (TypeError, ValueError):
         return -math.inf
     return number if math.isfinite(number) else -math.inf
+
+
+def lower_is_better(metric: str | None) -> bool:
+    """Whether a smaller value of this headline metric is the better one (NLL); unknown names: higher is better."""
+    return metric in LOWER_IS_BETTER
+
+
+def ranking(value: Any, lower_better: bool) -> float:
+    """A score as a number where larger is always better (minimised metrics negated); non-finite ones never win."""
+    number = _number(value)
+    return number if not lower_better or number == -math.inf else -number
 
 
 def _dataclass_of(hint: Any) -> tuple[type | None, bool]:

@@ -173,6 +173,16 @@ def test_report_is_applied_when_a_result_is_read():
         record.select("median")
 
 
+def test_the_best_epoch_of_a_lower_is_better_metric_is_the_lowest():
+    epochs = [results.Epoch(1.0, 5, {"score": 1.9}), results.Epoch(2.0, 10, {"score": 1.2}),
+              results.Epoch(3.0, 15, {"score": "nan"}), results.Epoch(4.0, 20, {"score": 1.4})]
+    record = RunResult("complete", "gsm8k", "lora", "small", "tiny_llama", "", 1, {}, "f", {}, {}, epochs=epochs,
+                       metric="answer_nll")
+    assert record.lower_is_better and record.select("best").score == 1.2   # not 1.9, and NaN never wins
+    record.metric = "accuracy"
+    assert not record.lower_is_better and record.select("best").score == 1.9
+
+
 def as_schema_1(path):
     """A file in the format written before schema 2: no identity, the selected epoch stored at write time."""
     data = json.loads(path.read_text())
