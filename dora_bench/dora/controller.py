@@ -160,7 +160,7 @@ class DoraController:
     def _write_mask(self, keep: torch.Tensor) -> None:
         # Pruning is "set c_k to 0": A and B stay, so a pruned component may regrow until frozen.
         c = [layer.c for layer in self.layers.values()]
-        torch._foreach_mul_(c, [row.to(ci.dtype) for row, ci in zip(keep.unbind(0), c)])
+        torch._foreach_mul_(c, list(keep.to(c[0].dtype).unbind(0)))
 
     def _device(self) -> torch.device:
         return next(iter(self.layers.values())).c.device

@@ -10,10 +10,10 @@ from .layer import DynamicRankLinear
 
 
 def group_by_shape(layers: Iterable[DynamicRankLinear]) -> list[list[DynamicRankLinear]]:
-    """Layers with equal A/B shapes (and dtype, device), so each group costs a handful of batched ops."""
+    """Layers with equal A/B shapes, so each group costs a handful of batched ops."""
     groups: dict[tuple, list[DynamicRankLinear]] = defaultdict(list)
     for layer in layers:
-        groups[(tuple(layer.A.shape), tuple(layer.B.shape), layer.A.dtype, layer.A.device)].append(layer)
+        groups[(tuple(layer.A.shape), tuple(layer.B.shape))].append(layer)
     return list(groups.values())
 
 
