@@ -9,7 +9,7 @@
   (scipy.stats.ttest_ind, equal_var=False). Fewer than 2 seeds on a side: a difference without an interval.
 - Why t and not a bootstrap: over 3 seeds a bootstrap has 3^3 = 27 resamples (10 distinct), its percentile
   interval ignores that the spread itself is estimated from 3 values and comes out far too narrow (about the
-  normal 1.96 instead of t's 4.30 at 2 degrees of freedom). The t-interval is exact when the per-seed
+  normal 1.96 instead of t's 4.30 at 2 degrees of freedom; 2.78 at 5 seeds). The t-interval is exact when the per-seed
   differences are independent and normal, and wide where 3 seeds say little, which is honest. It assumes
   independent seeds and roughly normal differences (a seed stuck at the majority class breaks that).
 - Not corrected for the many cells compared (1 in 20 intervals excludes 0 by chance alone), and each cell's

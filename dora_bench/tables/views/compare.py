@@ -13,7 +13,8 @@ from dora_bench.tables.views import View
 WHY = ("Difference: this cell minus the reference, in the metric's points. Paired: the seeds both cells share, "
        "mean ± t(0.975, n-1) · sd / sqrt(n) of the per-seed differences (scipy.stats.ttest_rel); Welch: different "
        "seeds, scipy.stats.ttest_ind(equal_var=False). A t-interval and not a bootstrap: 3 seeds give a bootstrap 27 "
-       "resamples and an interval far too narrow, whereas t(0.975, 2) = 4.30 makes 3 seeds as uncertain as they are. "
+       "resamples and an interval far too narrow, whereas t(0.975, 2) = 4.30 (5 seeds: t(0.975, 4) = 2.78) keeps a few "
+       "seeds as uncertain as they are. "
        "It assumes independent seeds and roughly normal differences; it is not corrected for the number of cells "
        "compared (1 in 20 excludes 0 by chance), and each cell's configuration was chosen on these same dev "
        "scores. Verdict: better / worse when the interval excludes 0 (lower is better for a lower-is-better metric).")
