@@ -15,9 +15,7 @@ import functools
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Iterator, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 
 from dora_bench.errors import UserError
+from dora_bench.files import atomic_write_text  # noqa: F401  (results.atomic_write_text: callers keep the name)
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)   # 1 is migrated on read (see _migrate_v1)
@@ -357,6 +356,7 @@ class RunResult:
     train: TrainInfo | None = None
     timing: Timing = field(default_factory=Timing)
     data: dict[str, Any] = field(default_factory=dict)   # data file hashes
+    search_space: dict[str, Any] | None = None   # an Optuna trial: the space it was drawn from (search_space.py)
     adapter_dir: str | None = None
     error: str | None = None
     traceback: str | None = None
@@ -475,21 +475,6 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----- files -----------------------------------------------------------------------------------------
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _finite(value: Any) -> Any:
     """JSON has no NaN/Inf: store them as strings so files stay standard and nothing is hidden."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -21,7 +21,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
-from dora_bench import results, schema
+from dora_bench import results, schema, search_space
 from dora_bench.engine import (BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, load_method_state,
                                optimizer_steps)
 from dora_bench.errors import UserError
@@ -269,6 +269,7 @@ def _base_record(cfg: DictConfig, seed: int, where: results.RunLocation) -> dict
         "fingerprint": where.fingerprint,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "env": environment(),
+        "search_space": search_space.recorded(),
     }
 
 
@@ -284,10 +285,32 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
         "world_size": world()[1],
         "git_commit": _git_commit(),
     }
+
+
+def cpu_model() -> dict[str, str]:
+    """What a CPU run's last digits depend on (kernels differ between CPU models): the model name and, because a
+    VM may show only "AMD EPYC", the vendor, family, model and stepping numbers (Linux /proc/cpuinfo; elsewhere
+    what platform knows)."""
+    fields = {"model name": "model_name", "vendor_id": "vendor", "cpu family": "family", "model": "model",
+              "stepping": "stepping"}
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    break   # the first processor's block describes them all
+                key, _, value = line.partition(":")
+                if key.strip() in fields:
+                    found[fields[key.strip()]] = value.strip()
+    except OSError:
+        pass
+    return found or {"model_name": platform.processor() or platform.machine()}
 
 
 def _git_commit() -> str | None:

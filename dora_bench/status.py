@@ -3,6 +3,7 @@
     dora-bench-status +experiment=table2                   # the experiment's whole grid
     dora-bench-status +experiment=table2 task=rte,mrpc     # narrowed as the sweep itself would be
     dora-bench-status task=cola method=lora,dora seed=1,2,3 results_dir=/scratch/results
+    dora-bench-status --extend +experiment=cpu_glue           # cells at the edge of their grid, and what settles them
 
 The expected runs are the jobs `dora-bench -m <same overrides>` launches (the experiment's
 `hydra.sweeper.params`, with the command line's values taking precedence), each seed located through the
@@ -11,6 +12,7 @@ runner's own identity (`results.locate`): a result of another configuration neve
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections import Counter, defaultdict
@@ -105,16 +107,70 @@ def report(statuses: list[RunStatus]) -> str:
     return "\n".join(lines)
 
 
+def extensions(overrides: list[str]) -> str:
+    """Each cell of the sweep (configurations that differ only in searched keys) whose chosen value sits at an edge
+    of the values it tried, read from the results written so far (the tables' own rule, dora_bench/tables/edges.py),
+    with the next value out and the command that runs it. Call inside an initialised Hydra."""
+    from dora_bench.tables.cells import Cell
+    from dora_bench.tables.edges import edges, next_value
+    from dora_bench.tables.runs import Options, Run, Unusable
+
+    opts = Options()
+    cells: dict[str, Cell] = defaultdict(Cell)
+    jobs: dict[object, tuple[str, ...]] = {}
+    for job, cfg, seed in expected_runs(overrides):
+        where = results.locate(cfg, seed)
+        try:
+            found = results.read_result(where.result)
+        except ValueError:
+            continue   # not run yet (or unreadable): nothing tried
+        if found.fingerprint != where.fingerprint:
+            continue
+        run = Run(where.result, found)
+        rest = {k: v for k, v in run.values.items() if k not in opts.searched and k != "seed"}
+        try:
+            cells[results.fingerprint(rest)].add(run, opts)
+        except Unusable:
+            continue
+        jobs[where.result] = job
+    lines = []
+    for cell in cells.values():
+        chosen = cell.chosen()
+        for edge in edges(cell):
+            first = chosen.runs[0].result
+            name = f"{first.task} {first.method}" + (f"-{first.budget}" if first.budget else "")
+            beyond = next_value(edge)
+            if beyond is None:
+                lines.append(f"{name}: {edge.describe()}; nothing lies beyond it (the key's own bound)")
+                continue
+            job = jobs[chosen.runs[0].path]
+            seeds = sorted({r.result.seed for c in cell.configs.values() for r in c.runs} | set().union(
+                *(c.failed for c in cell.configs.values())))
+            kept = [o for o in job if o.split("=", 1)[0].lstrip("+~") not in (edge.key, "seed")]
+            seed_part = [f"seed={','.join(map(str, seeds))}"] if any(o.startswith("seed=") for o in job) else []
+            command = " ".join(shlex.quote(o) for o in ["dora-bench", "-m", *kept, f"{edge.key}={beyond}", *seed_part])
+            lines += [f"{name}: {edge.describe()}; next out: {edge.key}={beyond}", f"  {command}"]
+    lines.append(f"{sum(1 for line in lines if not line.startswith('  '))} searched value(s) at the edge of their grid"
+                 f" in {len(cells)} cell(s) with results")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dora-bench-status", description=__doc__.splitlines()[0],
                                      epilog="Relaunch the same dora-bench -m command to run what is missing or failed "
                                             "(finished seeds are skipped, interrupted ones resume).")
     parser.add_argument("--running-minutes", type=float, default=30,
                         help="a run whose checkpoint is newer than this counts as running (default 30)")
+    parser.add_argument("--extend", action="store_true",
+                        help="instead of the runs' states: the cells whose chosen value of a searched key is the "
+                             "smallest or largest tried, the next value out (same ratio) and the command that runs it")
     parser.add_argument("overrides", nargs="*", help="the sweep's overrides, as given to dora-bench -m")
     args = parser.parse_args(argv)
     try:
         with initialize_config_module("dora_bench.conf", version_base="1.3"):
+            if args.extend:
+                print(extensions(args.overrides))
+                return 0
             now = time.time()
             statuses = [seed_status(job, seed, results.locate(cfg, seed), args.running_minutes * 60, now)
                         for job, cfg, seed in expected_runs(args.overrides)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import time
 
 METHODS = [("full_ft", None), ("bitfit", None)] + [
     (m, b) for b in ("small", "large") for m in ("h_adapter", "p_adapter", "lora", "lora_rprime", "adalora", "dora")]
-# "lora_rprime": LoRA with as many components as DoRA starts with (r = r' = ceil(1.5 b(T))), DoRA's cost floor.
+# "lora_rprime": LoRA with as many components as DoRA starts with (r = r' = default_initial_budget(b(T))), DoRA's cost floor.
 RPRIME = "lora_rprime"
 
 
@@ -54,6 +53,7 @@ def worker(args) -> dict:
     from hydra import compose, initialize_config_module
     from transformers import RobertaConfig, RobertaForSequenceClassification, TrainingArguments, default_data_collator
 
+    from dora_bench.dora.config import default_initial_budget
     from dora_bench.engine import BenchTrainer
     from dora_bench.methods import apply_method
     from dora_bench.run import accelerator_arguments
@@ -65,7 +65,7 @@ def worker(args) -> dict:
         cfg = compose("config", overrides=["task=qnli", "model=roberta_base", f"method={method.removesuffix('_rprime')}",
                                            f"budget={budget or 'small'}", f"trainer.precision={args.precision}"])
     if method == RPRIME:
-        cfg.method.r = math.ceil(1.5 * cfg.budget.rank)
+        cfg.method.r = default_initial_budget(cfg.budget.rank)
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,

@@ -223,3 +223,15 @@ def test_checkpoints_resume_only_for_the_same_fingerprint(tmp_path):
     assert latest_checkpoint(tmp_path, "aaa") == str(tmp_path / "checkpoint-5")
     assert latest_checkpoint(tmp_path, "bbb") == str(tmp_path / "checkpoint-10")
     assert latest_checkpoint(tmp_path, "ccc") is None
+
+
+def test_the_task_loaders_do_not_import_the_result_record():
+    """results.identity needs a task's data digest (results -> tasks); the tasks write predictions with the atomic
+    writer of dora_bench.files, never through results: no import loop between the two."""
+    import subprocess
+    import sys
+
+    code = "import sys, dora_bench.tasks.glue, dora_bench.tasks.squad; print('dora_bench.results' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

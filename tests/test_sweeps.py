@@ -91,6 +91,7 @@ def test_a_learning_rate_multirun_keeps_one_result_per_value_and_reruns_nothing(
     found = results_under(tmp_path / "results")
     by_rate = {r.identity["trainer"]["learning_rate"]: r.select("best").score for r in found.values()}
     assert set(by_rate) == {1e-4, 1e-2} and by_rate[1e-4] != by_rate[1e-2]
+    assert all(r.search_space is None for r in found.values())      # a grid records no space: its values are tried
     assert len({p.parent for p in found}) == 2
     printed = re.findall(r"stsb lora \(small\): pearson (-?[\d.]+) ±", first.stdout)
     assert sorted(map(float, printed)) == sorted(round(v, 2) for v in by_rate.values())
@@ -141,6 +142,9 @@ def test_optuna_search_returns_the_objective_and_a_failed_trial_does_not_end_it(
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     found = {r.identity["trainer"]["learning_rate"]: (path, r) for path, r in results_under(tmp_path / "results").items()}
     assert set(found) == {10**12, 1e-3, 1e-2}
+    for _, record in found.values():   # the space each trial was drawn from: the command line's, the fixed keys out
+        assert record.search_space == {"trainer.learning_rate": {"choice": [10**12, 1e-3, 1e-2],
+                                                                 "text": "choice(1e12,1e-3,1e-2)"}}
     diverged = found[10**12][1]
     assert diverged.status == "failed" and "non-finite loss" in diverged.error
     completed = {rate: r.select("best").score for rate, (_, r) in found.items() if r.complete}

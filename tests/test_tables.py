@@ -7,6 +7,8 @@ import pytest
 from helpers import write_result_file
 
 from dora_bench import tables
+from dora_bench.tables.catalog.paper import GLUE
+from dora_bench.tables.views.figure2 import matrix_of
 
 LORA_R2 = 331_776  # LoRA r=2 on RoBERTa-base's 72 matrices: the paper's 0.33M
 
@@ -43,7 +45,7 @@ def test_table2_cells_paper_column_gaps_and_failed_seeds(tmp_path):
         put(tmp_path, "rte", "lora", "small", seed, score)
     put(tmp_path, "rte", "lora", "small", 4, status="failed")
     put(tmp_path, "mrpc", "dora", "small", 1, status="failed")
-    for i, task in enumerate(tables.GLUE):
+    for i, task in enumerate(GLUE):
         put(tmp_path, task, "full_ft", None, 1, 80.0 + i, params=124_645_632)
     t2 = render(tmp_path)["table2"]
 
@@ -170,12 +172,12 @@ def test_figure2_heatmap_from_rank_patterns(tmp_path):
 
 
 def test_figure2_falls_back_to_other_tasks_and_maps_bart_names(tmp_path):
-    assert tables.matrix_of("model.encoder.layers.3.self_attn.k_proj") == ("enc Wk", 3)
-    assert tables.matrix_of("model.decoder.layers.0.encoder_attn.out_proj") == ("cross Wo", 0)
-    assert tables.matrix_of("model.decoder.layers.5.fc2") == ("dec Wf2", 5)
-    assert tables.matrix_of("roberta.encoder.layer.11.attention.output.dense") == ("Wo", 11)
-    assert tables.matrix_of("roberta.encoder.layer.11.output.dense") == ("Wf2", 11)
-    assert tables.matrix_of("classifier.out_proj") is None
+    assert matrix_of("model.encoder.layers.3.self_attn.k_proj") == ("enc Wk", 3)
+    assert matrix_of("model.decoder.layers.0.encoder_attn.out_proj") == ("cross Wo", 0)
+    assert matrix_of("model.decoder.layers.5.fc2") == ("dec Wf2", 5)
+    assert matrix_of("roberta.encoder.layer.11.attention.output.dense") == ("Wo", 11)
+    assert matrix_of("roberta.encoder.layer.11.output.dense") == ("Wf2", 11)
+    assert matrix_of("classifier.out_proj") is None
     put(tmp_path, "xsum", "dora", "small", model="bart_base",
         method_summary={"rank_pattern": {"model.decoder.layers.0.encoder_attn.q_proj": 3}})
     render(tmp_path)
@@ -213,7 +215,7 @@ def test_a_learning_rate_sweep_shows_its_best_configuration_and_other_keys_get_s
     found = sections(t2)
     assert set(found) == {"model: roberta_base", "model: roberta_base — data.max_train_samples=32"}
     main, small_data = found["model: roberta_base"], found["model: roberta_base — data.max_train_samples=32"]
-    assert cell(main, ("LoRA", "small"), "rte")[0] == "79.00 ± 1.00 (2)"            # 0.01 beats 0.001 on the mean
+    assert cell(main, ("LoRA", "small"), "rte")[0] == "79.00 ± 1.00 (2)†"           # 0.01 beats 0.001: the grid's edge
     assert "- LoRA small · rte: trainer.learning_rate=0.01, best mean dev score 79.00 (n=2) of 2 configurations" in main
     assert cell(small_data, ("LoRA", "small"), "rte")[0] == "99.00 ± 0.00 (1)"       # never merged into the cell
     assert "of 2 configurations" not in small_data
@@ -235,7 +237,7 @@ def test_a_failed_configuration_never_hides_a_completed_one(tmp_path):
     put(tmp_path, "mrpc", "lora", "small", 1, status="failed", overrides=["trainer.learning_rate=0.1"])
     put(tmp_path, "mrpc", "lora", "small", 1, 70.0, overrides=["trainer.learning_rate=0.01"])
     t2 = render(tmp_path)["table2"]
-    assert cell(t2, ("LoRA", "small"), "mrpc")[0] == "70.00 ± 0.00 (1)"
+    assert cell(t2, ("LoRA", "small"), "mrpc")[0] == "70.00 ± 0.00 (1)†"      # the smaller of 0.01 and 0.1 tried
     assert "- LoRA small · mrpc: trainer.learning_rate=0.01, best mean dev score 70.00 (n=1) of 2 configurations" in t2
 
 
@@ -251,3 +253,18 @@ def test_schema_1_files_are_read_or_listed_with_the_reason(tmp_path):
     t2 = render(tmp_path)["table2"]
     assert cell(t2, ("LoRA", "large"), "cola")[0] == "55.00 ± 0.00 (2)"              # seeds 1 (v2) and 2 (v1)
     assert f"- {cut}: schema 1 result, no selected.after_step" in t2
+
+
+def test_rows_come_from_what_each_run_recorded(tmp_path):
+    """DoRA records its initial budget and DEM weight, AdaLoRA its init_r (method_summary): the tables read those,
+    not a rule of their own, even where the config says otherwise (null = the default start)."""
+    put(tmp_path, "mrpc", "dora", "small", 1, 81.0, method_summary={"initial_budget": 4, "reg_coefficient": 0.3})
+    put(tmp_path, "stsb", "dora", "large", 1, 70.0, method_summary={"initial_budget": 12, "reg_coefficient": 0.0})
+    put(tmp_path, "mrpc", "adalora", "small", 1, 79.0, method_summary={"init_r": 5})
+    put(tmp_path, "mrpc", "adalora", "large", 1, 78.0, method_summary={"init_r": 12})
+    out = render(tmp_path)
+    assert cell(out["table6"], ("2", "4"), "mrpc")[0] == "81.00 ± 0.00 (1)"       # recorded 4, config null (3)
+    assert cell(out["table2"], ("DoRA", "small"), "mrpc")[0] == "—"
+    assert cell(out["table5"], ("without DEM", "large"), "stsb")[0] == "70.00 ± 0.00 (1)"
+    assert cell(out["table2"], ("AdaLoRA", "small"), "mrpc")[0] == "—"             # started at 5, not 3
+    assert cell(out["table2"], ("AdaLoRA", "large"), "mrpc")[0] == "78.00 ± 0.00 (1)"

@@ -10,6 +10,12 @@ SCHEDULES = ("paper", "authors_code")
 ADAPTER_DTYPES = ("fp32", "base")
 
 
+def default_initial_budget(final_budget: float) -> int:
+    """b(0) = r' when none is configured: ceil(1.5 * b(T)), the paper's start (DoRA and AdaLoRA's init_r alike).
+    The one definition: the methods, the benchmark scripts and (for results that predate recording it) the tables."""
+    return math.ceil(1.5 * final_budget)
+
+
 def _fail(field: str, value: object, allowed: str) -> None:
     raise ValueError(f"DoraConfig.{field}={value!r} {allowed}")
 
@@ -45,7 +51,7 @@ class DoraConfig:
         if self.final_budget < 1:
             _fail("final_budget", self.final_budget, "must be >= 1 (kept components per matrix)")
         if self.initial_budget is None:
-            self.initial_budget = math.ceil(1.5 * self.final_budget)
+            self.initial_budget = default_initial_budget(self.final_budget)
         if self.initial_budget != int(self.initial_budget) or self.initial_budget < 1:
             _fail("initial_budget", self.initial_budget, "must be an integer >= 1 (it is the rank r')")
         self.initial_budget = int(self.initial_budget)

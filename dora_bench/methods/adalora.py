@@ -1,11 +1,10 @@
 """AdaLoRA through PEFT, with the allocator hook the HF Trainer never calls by itself."""
 from __future__ import annotations
 
-import math
-
 from peft import AdaLoraConfig, get_peft_model
 from peft.tuners.adalora import SVDLinear
 
+from dora_bench.dora.config import default_initial_budget
 from dora_bench.errors import UserError
 from dora_bench.methods.base import PEFT_TASK_TYPES, MethodHandle, head_modules
 
@@ -14,7 +13,7 @@ E_SUFFIX = ".lora_E.default"
 
 def apply(model, cfg, total_steps: int) -> MethodHandle:
     m = cfg.method
-    init_r = m.init_r if m.init_r is not None else math.ceil(1.5 * m.target_r)
+    init_r = m.init_r if m.init_r is not None else default_initial_budget(m.target_r)
     tinit, tfinal = int(m.t_init * total_steps), int(m.t_final * total_steps)
     if tinit >= total_steps - tfinal:
         raise UserError(f"method.t_init={m.t_init} + method.t_final={m.t_final} leave no pruning phase "

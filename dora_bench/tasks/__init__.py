@@ -22,8 +22,8 @@ from typing import Any, Callable
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from omegaconf import DictConfig
 
-from dora_bench import results
 from dora_bench.errors import UserError
+from dora_bench.files import atomic_write_text
 from dora_bench.hub import require_hub
 
 
@@ -83,7 +83,7 @@ def text_file_sha256(path: Path, split: str) -> str:
 
 def data_sha256(cfg: DictConfig) -> str | None:
     """One digest of the local files the run reads (None: hub data): the data's part of a run's identity, so
-    that the same files give the same run wherever they lie (see results.identity)."""
+    that the same files give the same run wherever they lie (see dora_bench.results.identity)."""
     files = get_task(cfg.task.family).data_files(cfg)
     if files is None:
         return None
@@ -220,5 +220,5 @@ def write_predictions(trainer, filename: str, text: str) -> Path | None:
     if not trainer.is_world_process_zero() or trainer.predictions_dir is None:
         return None
     path = trainer.predictions_dir / filename
-    results.atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path
