@@ -36,6 +36,14 @@ READABLE_SCHEMAS = (1, 2)   # 1 is migrated on read (see _migrate_v1)
 NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                 "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to", "hydra")
 
+# Keys added after results were first committed, each with the value that does exactly what the code did before
+# the key existed: at that value the key is left out of the identity, so a result made before it existed is
+# still found (and never retrained); any other value is part of the identity like every key. A new key whose
+# default changes the numbers does not belong here: its runs are new configurations.
+ADDED_KEYS: dict[str, Any] = {
+    "method.adapter_dtype": "fp32",   # DoRA's A, B, c took the base's dtype, and every base was fp32
+}
+
 # Where the data lies is not what it is: these location keys give way to `data.sha256`, a digest of the
 # files they point to, so a committed result is found again from any checkout of the same files.
 DATA_LOCATIONS = ("dir", "train_file", "validation_file")
@@ -77,12 +85,9 @@ def identity(cfg: DictConfig | dict, seed: int | None = None) -> dict[str, Any]:
     """
     spec = copy.deepcopy(cfg) if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     for dotted in (*NOT_IDENTITY, "seed"):
-        *parents, last = dotted.split(".")
-        node = spec
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
+        _pop(spec, dotted)
+    for dotted, before in ADDED_KEYS.items():
+        _pop(spec, dotted, only_if=before)
     method = spec.get("method")
     if isinstance(method, dict) and method.get("uses_budget") is False:
         spec.pop("budget", None)
@@ -91,6 +96,16 @@ def identity(cfg: DictConfig | dict, seed: int | None = None) -> dict[str, Any]:
     if seed is not None:
         spec["seed"] = int(seed)
     return spec
+
+
+def _pop(spec: dict[str, Any], dotted: str, only_if: Any = ABSENT) -> None:
+    """Remove a dotted key from a nested config (when it holds `only_if`, if given)."""
+    *parents, last = dotted.split(".")
+    node = spec
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and last in node and (only_if is ABSENT or _canonical(node[last]) == only_if):
+        node.pop(last)
 
 
 def _data_by_content(spec: dict[str, Any]) -> None:

@@ -235,3 +235,15 @@ def test_the_task_loaders_do_not_import_the_result_record():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_key_added_later_leaves_identity_alone_only_at_the_value_that_did_what_the_code_did_before(tmp_path):
+    cfg = compose_config(["method=dora", "model=tiny_roberta", "task=rte"])
+    before = identity(cfg, 1)
+    old_layout = OmegaConf.to_container(cfg, resolve=True)
+    del old_layout["method"]["adapter_dtype"]          # a result written before the key existed
+    assert identity(old_layout, 1) == before
+    for dotted, value in results.ADDED_KEYS.items():
+        assert OmegaConf.select(cfg, dotted, default="<unset>") in (value, "<unset>"), dotted
+    changed = compose_config(["method=dora", "model=tiny_roberta", "task=rte", "method.adapter_dtype=base"])
+    assert identity(changed, 1) != before and identity(changed, 1)["method"]["adapter_dtype"] == "base"

@@ -47,6 +47,20 @@ def test_the_study_is_committed_in_the_result_format():
     assert not extra, extra
 
 
+def test_every_run_of_the_study_is_found_done_by_todays_code(real_data, monkeypatch):
+    """The study command skips every committed seed: a config key added since (at the value that does what the code
+    did before it existed) must not move a committed result's identity, or the study would silently retrain."""
+    from hydra import initialize_config_module
+
+    from dora_bench.status import expected_runs
+
+    monkeypatch.setenv("DORA_BENCH_DATA", str(real_data("glue/stsb/train.tsv").parents[2]))
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):
+        expected = expected_runs(["+experiment=cpu_glue", f"results_dir={RESULTS}"])
+    missing = [(job, seed) for job, cfg, seed in expected if locate(cfg, seed).existing() is None]
+    assert len(expected) >= 2 * 7 * 2 * 3 and not missing, missing[:3]
+
+
 def test_dora_bench_tables_reproduces_the_committed_markdown_byte_for_byte(tmp_path):
     assert tables.main(["--results", str(RESULTS), "--out", str(tmp_path), *TABLES_ARGS]) == 0
     committed = sorted(p.name for p in (RESULTS / "tables").iterdir() if p.suffix in (".md", ".csv"))
