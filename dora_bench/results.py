@@ -337,6 +337,9 @@ class Timing:
     eval_runtime_s: float | None = None
     train_samples_per_s: float | None = None
     peak_memory_mb: float | None = None
+    # "run": the peak since this run's training began (memory.reset_peak); None (results written before it was
+    # recorded): on a CPU the process's lifetime peak, which in a multirun includes the jobs before it
+    peak_memory_scope: str | None = None
 
 
 @dataclass

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import time
@@ -21,7 +20,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
-from dora_bench import results, schema, search_space
+from dora_bench import memory, results, schema, search_space
 from dora_bench.engine import (BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, load_method_state,
                                optimizer_steps)
 from dora_bench.errors import UserError
@@ -116,8 +115,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
     elif resume:
         print(f"[dora-bench] seed {seed}: resuming from {resume}")
         load_method_state(handle, resume)  # the Trainer restores weights, optimizer and schedule itself
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    memory.reset_peak()
     train_output = trainer.train(resume_from_checkpoint=resume)
     if trainer.state.global_step != total_steps:
         raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
@@ -140,7 +138,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
                               step_time_median_s=median(trainer.step_timer.step_times() or [float("nan")]),
                               eval_runtime_s=trainer.eval_seconds[-1] if trainer.eval_seconds else None,
                               train_samples_per_s=train_output.metrics.get("train_samples_per_second"),
-                              peak_memory_mb=peak_memory_mb()),
+                              peak_memory_mb=memory.peak_mb(), peak_memory_scope="run"),
         data=fingerprint,
     )
     try:
@@ -248,12 +246,6 @@ def _epoch_metrics(log_history: list[dict]) -> list[results.Epoch]:
     return [results.Epoch(epoch=round(entry["epoch"], 4), step=entry["step"],
                           metrics={k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")})
             for entry in log_history if "eval_score" in entry]
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _base_record(cfg: DictConfig, seed: int, where: results.RunLocation) -> dict[str, Any]:

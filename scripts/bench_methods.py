@@ -53,6 +53,7 @@ def worker(args) -> dict:
     from hydra import compose, initialize_config_module
     from transformers import RobertaConfig, RobertaForSequenceClassification, TrainingArguments, default_data_collator
 
+    from dora_bench import memory
     from dora_bench.dora.config import default_initial_budget
     from dora_bench.engine import BenchTrainer
     from dora_bench.methods import apply_method
@@ -93,18 +94,13 @@ def worker(args) -> dict:
     trainer = BenchTrainer(model=handle.model, args=targs, train_dataset=data, data_collator=default_data_collator)
     eval_set = data.select(range(args.batch * 2))
     trainer.setup_bench(handle, lambda t: {"score": 0.0, "n": len(t.predict(eval_set).predictions)}, "bench")
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    memory.reset_peak()
     trainer.train()
     steps = trainer.step_timer.step_times()[args.warmup:]
     started = time.perf_counter()
     trainer.evaluate()
     eval_seconds = time.perf_counter() - started
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = memory.peak_mb()
     return {"method": method, "budget": budget or None, "precision": args.precision, "step_s": statistics.median(steps),
             "hook_share": sum(hook_seconds[args.warmup:]) / sum(steps),
             "eval_samples_per_s": len(eval_set) / eval_seconds, "peak_memory_mb": peak,

@@ -28,6 +28,7 @@ def test_identity_is_the_resolved_config_without_the_listed_keys_and_with_the_se
     ident = leaves(identity(cfg(tmp_path, "seed=7"), 3))
     dropped = {k for k in resolved if any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
     dropped |= {f"data.{key}" for key in results.DATA_LOCATIONS}   # where the data lies (here: the hub)
+    dropped |= {k for k, before in results.ADDED_KEYS.items() if resolved.get(k) == before}   # keys added later
     assert dropped >= {"results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                        "trainer.progress_bar", "trainer.logging_steps"}
     assert ident.pop("seed") == 3                                   # the run's seed, not cfg.seed

@@ -236,8 +236,11 @@ def test_cost_scatter_per_section_and_task_with_its_pareto_front(tmp_path):
     for (method, budget), (params, score, step) in points.items():
         for seed in (1, 2):
             put(tmp_path, "rte", method, budget, seed, score + seed - 1.5, params=params,
-                timing={"train_runtime_s": 60.0, "peak_memory_mb": 1000.0 + params / 1e5, "step_time_median_s": step})
+                timing={"train_runtime_s": 60.0, "peak_memory_mb": 1000.0 + params / 1e5, "step_time_median_s": step,
+                        "peak_memory_scope": "run"})
     put(tmp_path, "rte", "lora", "small", 1, 60.0, params=1, overrides=["data.max_train_samples=32"])  # 2nd section
+    # A CPU result with only its process's lifetime peak (written before peaks were reset per run) has no memory point
+    put(tmp_path, "rte", "dora", "small", 1, 71.0, timing={"peak_memory_mb": 5000.0, "step_time_median_s": 0.2})
     out = render(tmp_path)
     cost = out["cost"]
     found = sections(cost)
@@ -252,6 +255,7 @@ def test_cost_scatter_per_section_and_task_with_its_pareto_front(tmp_path):
     assert row(main, "BitFit", "—")[-1] == "params, memory, step"
     assert row(main, "LoRA", "small")[-1] == "params, memory, step"
     assert row(main, "Full FT", "—")[-1] == "params, memory, step"
+    assert row(main, "DoRA", "small")[4] == "—"
     assert "cost.md" in out["table2"]
 
 

@@ -21,8 +21,17 @@ from dora_bench.tables.views import View
 # cost axis -> (label on the plot and in cost.md, what a run recorded, log scale)
 AXES = {"params": ("trainable parameters (paper convention)", lambda run: run.result.params.trainable_paper
                    if run.result.params else None, True),
-        "memory": ("peak memory (MiB)", lambda run: run.result.timing.peak_memory_mb, False),
+        "memory": ("peak memory (MiB)", lambda run: comparable_peak_mb(run), False),
         "step": ("median step time (s)", lambda run: run.result.timing.step_time_median_s, False)}
+
+
+def comparable_peak_mb(run) -> float | None:
+    """The run's own peak; None for a CPU result that recorded only its process's lifetime peak (written before
+    peaks were reset per run: in a multirun it includes the jobs before it, so it compares with nothing)."""
+    timing = run.result.timing
+    if timing.peak_memory_scope != "run" and run.result.env.get("device", "cpu") == "cpu":
+        return None
+    return timing.peak_memory_mb
 
 
 @dataclass
@@ -98,11 +107,11 @@ def render(study: Study, out: Path) -> tuple[str, list[str]]:
     lines = ["# Cost against score", "",
              "One point per method and budget: the mean score over seeds of the configuration the table shows, its std "
              "as the error bar, against the mean over its seeds of trainable parameters (paper convention), peak "
-             "memory (GPU allocated, or process RSS on CPU) and the median optimizer step time, where the results "
-             "recorded them. Pareto front (red, ✓ below): no other point scores better at lower or equal cost. On a CPU "
-             "the peak memory is the process's largest RSS, which in a multirun whose jobs share one process (the "
-             "basic launcher) includes the jobs before it: compare it only between runs made in processes of their "
-             "own.", ""]
+             "memory (GPU allocated, or the process's resident set on a CPU, reset before each run's training) and the "
+             "median optimizer step time, where the results recorded them. Pareto front (red, ✓ below): no other point "
+             "scores better at lower or equal cost. CPU results written before peaks were reset per run recorded the "
+             "process's lifetime peak, which in a multirun includes the jobs before it: they are left off the memory "
+             "axis.", ""]
     written = []
     for table in (t for t in study.tables if t.params):
         for number, summary in enumerate(study.summaries(table), 1):
