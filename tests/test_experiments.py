@@ -19,7 +19,7 @@ GROUPS = ("task", "method", "budget", "model", "lr_grid")
 KNOWN = {"task": {"rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum"},
          "method": {"full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora"},
          "budget": {"small", "large", "b4", "b16"}, "model": {"roberta_base", "bart_base", "minilm"},
-         "lr_grid": {"low", "high"}}
+         "lr_grid": {"lower", "low", "high", "higher"}}
 
 
 def available(group):
@@ -185,18 +185,21 @@ def test_command_line_overrides_beat_the_experiment(monkeypatch):
     assert composed("cpu_glue", "data.dir=/mine")["data"]["dir"] == "/mine"
 
 
-def test_cpu_glue_gives_every_method_a_pair_of_rates_and_one_protocol_per_task():
-    """Every low-rank method and adapter searches the same pair (5e-4 and Table 8's rate); Full FT and BitFit
-    a pair of their own; every method of a task trains the same examples for the same epochs."""
+def test_cpu_glue_gives_every_method_a_ladder_of_rates_and_one_protocol_per_task():
+    """Every low-rank method and adapter searches the same pair (5e-4 and Table 8's rate), Full FT and BitFit a pair
+    of their own; the outer rungs are half the lower / twice the higher rate or repeat them, so each cell tries at
+    least three rates in a geometric ladder; every method of a task trains the same examples for the same epochs."""
     lists = sweep_lists("cpu_glue")
-    assert set(lists["method"]) == KNOWN["method"] and lists["lr_grid"] == ["low", "high"]
+    assert set(lists["method"]) == KNOWN["method"] and lists["lr_grid"] == ["lower", "low", "high", "higher"]
     assert lists["seed"] == ["1", "2", "3"] and lists["task"] == ["stsb", "mrpc"]
     for task in lists["task"]:
         rates, protocol = {}, set()
         for method in lists["method"]:
             runs = [composed("cpu_glue", f"task={task}", f"method={method}", f"lr_grid={g}") for g in lists["lr_grid"]]
-            rates[method] = tuple(cfg["trainer"]["learning_rate"] for cfg in runs)
-            assert rates[method][0] < rates[method][1], (task, method)
+            lower, low, high, higher = ladder = tuple(cfg["trainer"]["learning_rate"] for cfg in runs)
+            assert lower in (low, low / 2) and higher in (high, 2 * high) and low < high, (task, method, ladder)
+            assert len(set(ladder)) >= 3, (task, method, ladder)
+            rates[method] = (low, high)
             protocol |= {(cfg["model"]["name"], cfg["budget"]["name"], cfg["trainer"]["epochs"], cfg["trainer"]["precision"],
                           cfg["trainer"]["batch_size"], cfg["trainer"]["group_by_length"], cfg["data"]["max_train_samples"],
                           cfg["data"]["max_eval_samples"]) for cfg in runs}
