@@ -372,8 +372,8 @@ class RunResult:
         return lower_is_better(self.metric)
 
     def select(self, report: str) -> Selection:
-        """`best`: the best dev epoch (the lowest for a lower-is-better metric) at or after the final structure step (pruning methods; else any);
-        `last`: the last evaluated epoch."""
+        """`best`: the best dev epoch (the lowest for a lower-is-better metric) at or after the final structure
+        step (pruning methods; else any); `last`: the last evaluated epoch."""
         if report not in ("best", "last"):
             raise ValueError(f"report={report!r} is not a rule; allowed: best, last")
         if not self.epochs:
