@@ -143,6 +143,44 @@ def test_paper_schedule_global_pruning_keeps_final_budget():
     assert controller.initial_parameter_count() == sum(3 * (sum(SHAPES[name]) + 1) for name in SHAPES)
 
 
+def top(scores, n):
+    """Mask of the n highest scores (flattened, module order)."""
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[torch.argsort(scores.flatten(), descending=True)[:n]] = True
+    return keep
+
+
+# (schedule, layers, T, Δ, {pruning event t: components kept}) with the hand counts of the tests above.
+MOVING_SCORE_CASES = {
+    "paper": ("paper", 4, 40, 4, {6: 12, 10: 9, 14: 8, 18: 8, 20: 8}),
+    "authors_code": ("authors_code", 3, 33, 5, {4: 8, 5: 8, 10: 8, 15: 7, 16: 6}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOVING_SCORE_CASES))
+def test_pruning_ranks_by_the_smoothed_score_after_this_steps_update(case):
+    """c moves between steps, so the EMA (Eq. 8), the raw share of this step and the EMA before this step's
+    update rank the components differently; each event keeps the top of the float64 EMA after the update."""
+    schedule, n_layers, total_steps, interval, kept = MOVING_SCORE_CASES[case]
+    controller = build(n_layers, total_steps=total_steps, prune_interval=interval, schedule=schedule)
+    reference = Reference(controller)
+    differs_from_raw = differs_from_previous = 0
+    for t in range(1, max(kept) + 1):
+        write_c(controller, c_values(controller, seed=100 + t))
+        previous = reference.scores.clone()
+        reference.update()
+        raw = torch.stack([reference_shares(layer) for layer in controller.layers.values()])
+        controller.step(t)
+        reference.assert_matches()
+        if t in kept:
+            expected = top(reference.scores, kept[t])
+            assert torch.equal(current_c(controller).flatten() != 0, expected), t
+            differs_from_raw += not torch.equal(top(raw, kept[t]), expected)
+            differs_from_previous += not torch.equal(top(previous, kept[t]), expected)
+    assert [(e["step"], e["kept"]) for e in controller.history] == sorted(kept.items())
+    assert differs_from_raw and differs_from_previous    # the case tells the three rankings apart
+
+
 def test_pruned_component_regrows_between_events_but_not_after_final_mask():
     controller = build(2, total_steps=40, prune_interval=4)
     values = c_values(controller)
