@@ -7,6 +7,7 @@ from helpers import TINY, run_cli, variant_dir
 from roberta_base import config, roberta_base
 from tiny_training import build, toy_dataset, train
 
+from dora_bench.engine import load_method_state
 from dora_bench.methods import apply_method
 from dora_bench.results import read_result
 
@@ -118,3 +119,20 @@ def test_cli_runs_every_baseline(glue_dir, cache_dir, tmp_path):
         assert (folder / "seed=1.adapter").is_dir()
     adalora = read_result(variant_dir(tmp_path / "results/runs/tiny_roberta/rte/adalora-small") / "seed=1.json")
     assert adalora.method_summary["rank_pattern"] and adalora.final_structure_step > 0
+
+
+def test_adalora_allocator_state_round_trips_through_a_checkpoint(cache_dir, tmp_path):
+    """The sensitivity and uncertainty averages and the rank pattern mid-pruning, as a resumed run gets them back.
+    T = 16: tinit = 2, a mask after every PEFT step 3..7; training stops after step 6, a checkpoint every 3 steps."""
+    overrides = ["method=adalora", "budget=small", "method.delta_t=1"]
+    handle, tokenizer = build(overrides, cache_dir, total_steps=16)
+    train(handle, tokenizer, toy_dataset(tokenizer, 32), tmp_path, epochs=2, batch_size=4, max_steps=6,
+          save_strategy="steps", save_steps=3)
+    resumed, _ = build(overrides, cache_dir, total_steps=16)
+    load_method_state(resumed, tmp_path / "checkpoint-6")
+    trained, loaded = handle.model.base_model.rankallocator, resumed.model.base_model.rankallocator
+    for averages in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+        a, b = getattr(trained, averages), getattr(loaded, averages)
+        assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), averages
+    ranks = handle.summary()["rank_pattern"]
+    assert resumed.summary()["rank_pattern"] == ranks and sum(ranks.values()) < 3 * len(ranks)  # some pruned
