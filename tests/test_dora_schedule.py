@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dora_bench.dora import DoraConfig, apply_dora
+from dora_bench.dora import DoraConfig, apply_dora, dem_penalty
 from dora_bench.dora.schedule import AuthorsCodeSchedule
 
 SHAPES = {"first": (4, 6), "second": (6, 5), "third": (5, 8), "fourth": (8, 3)}
@@ -115,6 +115,12 @@ def test_authors_code_prunes_ties_at_threshold():
     assert torch.equal(schedule.keep_mask(t, scores), expected)
 
 
+def test_authors_code_final_step_with_no_warm_up():
+    # t_init = 0, T = 3: P = int(0.5·3) = 1 and p = t, so p = 1 = P at t = 1 is the final event.
+    schedule = AuthorsCodeSchedule(DoraConfig(target_modules=".*", final_budget=1, t_init=0.0), 3)
+    assert (schedule.P, schedule.final_step) == (1, 1)
+
+
 def test_authors_code_rejects_too_few_steps():
     with pytest.raises(ValueError, match="total_steps=2"):
         build(1, total_steps=2, schedule="authors_code")
@@ -133,6 +139,7 @@ def test_paper_schedule_global_pruning_keeps_final_budget():
         reference.assert_matches()
     # b(t) = 2 + (1 − (t − 6)/14)³ and kept = int(4·b(t)).
     assert [(e["step"], e["kept"]) for e in controller.history] == [(6, 12), (10, 9), (14, 8), (18, 8), (20, 8)]
+    assert controller.current_budget(10) == pytest.approx(2 + (1 - 4 / 14) ** 3)
     top = torch.zeros(12, dtype=torch.bool)
     top[torch.argsort(reference.scores.flatten(), descending=True)[:8]] = True
     assert torch.equal(current_c(controller).flatten() != 0, top)
@@ -184,11 +191,13 @@ def test_pruning_ranks_by_the_smoothed_score_after_this_steps_update(case):
 def test_pruned_component_regrows_between_events_but_not_after_final_mask():
     controller = build(2, total_steps=40, prune_interval=4)
     values = c_values(controller)
+    assert controller.rank_pattern() == {"first": 3, "second": 3}   # r' each before the first event
     for t in range(1, 11):
         write_c(controller, values)
         controller.step(t)
     pruned = current_c(controller) == 0  # event at t = 10 kept int(2·2.36) = 4 of 6
     assert pruned.sum() == 2
+    assert controller.rank_pattern() == dict(zip(controller.layers, (~pruned).sum(dim=1).tolist()))  # not yet final
     regrown = torch.where(pruned, torch.full_like(pruned, 0.7, dtype=torch.float), current_c(controller))
     write_c(controller, dict(zip(controller.layers, regrown)))
     controller.step(11)  # no event: the optimizer's value stays
@@ -205,15 +214,17 @@ def test_pruned_component_regrows_between_events_but_not_after_final_mask():
     assert any(not torch.equal(scores_before[n], controller.scores[n]) for n in scores_before)
 
 
-@pytest.mark.parametrize("schedule, last_regularised", [("paper", 19), ("authors_code", 20)])
-def test_dem_is_active_only_before_the_final_phase(schedule, last_regularised):
+@pytest.mark.parametrize("schedule, last_regularised, eta", [("paper", 19, 0.5), ("authors_code", 20, 1.0)])
+def test_dem_is_active_only_before_the_final_phase(schedule, last_regularised, eta):
     # T = 40: paper regularises steps t < T − t_f = 20; authors_code steps with p ≤ P (t ≤ 20).
-    controller = build(2, total_steps=40, prune_interval=4, schedule=schedule, reg_coefficient=0.5)
+    controller = build(2, total_steps=40, prune_interval=4, schedule=schedule, reg_coefficient=eta)
     values = c_values(controller)
     for t in range(1, 41):
         penalty = controller.regularization()  # the loss of step t
         assert (penalty.item() > 0) == (t <= last_regularised), t
         assert penalty.requires_grad == (t <= last_regularised)
+        if t <= last_regularised:                   # η·DEM (Eq. 10)
+            assert penalty.item() == pytest.approx(eta * dem_penalty(controller.layers.values()).item())
         write_c(controller, values)
         controller.step(t)
 
@@ -246,3 +257,4 @@ def test_controller_follows_model_moved_after_injection():
         layer.to("meta")
     controller.step(22)  # a final-phase step: scores and masks must move to the new device
     assert all(score.device.type == "meta" for score in controller.scores.values())
+    assert controller.regularization().device.type == "meta"   # DEM is off: a zero on the model's device
