@@ -77,6 +77,9 @@ def test_authors_code_events_and_counts_with_non_integer_offset():
             assert torch.equal(current_c(controller).flatten() == 0, pruned), t
     assert [event["step"] for event in controller.history] == list(expected_k)
     assert [9 - event["kept"] for event in controller.history] == list(expected_k.values())
+    # the reported budget: r'·(1 − (r' − b)/r'·(p/P)³) with r' = 3, b = 2 at p = 0, 0, 5, 10, 11
+    budgets = [3 * (1 - (p / 11) ** 3 / 3) for p in (0, 0, 5, 10, 11)]
+    assert [e["budget"] for e in controller.history] == pytest.approx(budgets)
     assert sum(controller.rank_pattern().values()) == 6
 
 
