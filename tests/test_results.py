@@ -47,8 +47,8 @@ def changed_value(value):
         return 4
     if isinstance(value, (int, float)):
         return value + 0.25 if isinstance(value, float) else value + 1
-    if isinstance(value, list):
-        return [*value, value[0] if value else 1]
+    if isinstance(value, list):     # the same length: an element changes
+        return [*value[:-1], changed_value(value[-1])] if value else [1]
     if isinstance(value, dict):
         return {**value, "added": 1}
     return value + "x"
@@ -69,7 +69,9 @@ def test_every_resolved_leaf_outside_a_short_list_moves_the_fingerprint(tmp_path
     """Changing any leaf of the composed config changes the fingerprint, except the leaves listed above, which
     never do: a key that can change the numbers and is dropped from identity would make runs share a result."""
     resolved = OmegaConf.to_container(cfg(tmp_path, f"model={model}", f"task={task}", f"method={method}"), resolve=True)
+    as_composed = json.dumps(resolved)
     base = results.fingerprint(identity(resolved, 1))
+    assert json.dumps(resolved) == as_composed                                  # the caller's config is left alone
     free = CANNOT_CHANGE_THE_NUMBERS | ({k for k in leaves(resolved) if k.startswith("budget.")}
                                         if method in BUDGET_FREE else set())
     moved, kept = set(), set()
