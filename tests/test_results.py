@@ -1,6 +1,7 @@
 """Run identity, result locations and the typed result record (no training: configs and files only)."""
 import json
 import re
+from pathlib import Path
 from importlib.resources import files
 
 import pytest
@@ -274,3 +275,15 @@ def test_checkpoints_resume_only_for_the_same_fingerprint(tmp_path):
     assert latest_checkpoint(tmp_path, "aaa") == str(tmp_path / "checkpoint-5")
     assert latest_checkpoint(tmp_path, "bbb") == str(tmp_path / "checkpoint-10")
     assert latest_checkpoint(tmp_path, "ccc") is None
+
+
+def test_identity_of_a_partial_config_and_fingerprint_of_reordered_or_non_json_values():
+    """Configs written by older layouts lack keys (no trainer, no data file keys, no budget): identity keeps what
+    is there. The fingerprint ignores key order (a record read back) and names non-JSON values by their text."""
+    partial = {"method": {"name": "bitfit", "uses_budget": False}, "data": {"dir": None, "max_train_samples": 8},
+               "report": "best"}
+    assert identity(partial, 2) == {"method": {"name": "bitfit", "uses_budget": False},
+                                    "data": {"max_train_samples": 8}, "seed": 2}
+    assert identity({"trainer": None, "seed": 5}) == {"trainer": None}
+    assert results.fingerprint({"a": 1, "b": {"c": 2, "d": 3}}) == results.fingerprint({"b": {"d": 3, "c": 2}, "a": 1})
+    assert results.fingerprint({"model": Path("/m")}) == results.fingerprint({"model": "/m"})
