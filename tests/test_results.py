@@ -1,4 +1,5 @@
 """Run identity, result locations and the typed result record (no training: configs and files only)."""
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -287,3 +288,5 @@ def test_identity_of_a_partial_config_and_fingerprint_of_reordered_or_non_json_v
     assert identity({"trainer": None, "seed": 5}) == {"trainer": None}
     assert results.fingerprint({"a": 1, "b": {"c": 2, "d": 3}}) == results.fingerprint({"b": {"d": 3, "c": 2}, "a": 1})
     assert results.fingerprint({"model": Path("/m")}) == results.fingerprint({"model": "/m"})
+    # the digest committed results carry: the first 16 hex digits of SHA-256 of the sorted JSON
+    assert results.fingerprint({"b": 2, "a": [1, "x"]}) == hashlib.sha256(b'{"a": [1, "x"], "b": 2}').hexdigest()[:16]
