@@ -205,14 +205,28 @@ def test_bad_input_is_refused_in_one_line_with_nothing_written(name, tmp_path, g
     assert not (tmp_path / "file" / "results").exists()
 
 
-def test_the_matrix_covers_every_group_rule_and_data_family():
-    keys = {key.split("=")[0].lstrip("+").split(".")[0] for case in CASES.values()
-            for key in [*case.overrides, *case.extra]}
-    assert {"task", "method", "budget", "model", "data", "trainer", "seed", "experiment"} <= keys
-    assert len(CASES) >= 35
-    files = {case.files.__name__ for case in CASES.values() if case.files}
-    assert {"glue_tsv_not_utf8", "glue_jsonl_binary", "glue_csv_empty", "squad_json_not_utf8",
-            "xsum_jsonl_binary"} <= files
+def test_the_matrix_covers_every_config_group_method_and_data_family(tmp_path):
+    """Checked against the configs, not against this table: a config group, a method or a task family added
+    without a refusal case here fails."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from dora_bench.results import compose_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    family = {p.stem: yaml.safe_load(p.read_text())["family"] for p in (conf / "task").glob("*.yaml")}
+    settings = {}
+    for name, case in CASES.items():
+        (tmp_path / name).mkdir()
+        settings[name] = {"task": "rte", "method": "lora"} | case.overrides | (case.files(tmp_path / name) if case.files
+                                                                              else {})
+    touched = {key.lstrip("+~").split("=")[0].split(".")[0] for name, case in CASES.items()
+               for key in [*settings[name], *case.extra]}
+    groups = {k for k, v in OmegaConf.to_container(compose_config([])).items() if isinstance(v, dict)}
+    assert groups <= touched, groups - touched
+    assert {p.stem for p in (conf / "method").glob("*.yaml")} <= {s["method"] for s in settings.values()}
+    files_refused = {family[settings[name]["task"]] for name, case in CASES.items() if case.files}
+    assert set(family.values()) <= files_refused, set(family.values()) - files_refused
 
 
 def test_with_hydra_full_error_the_traceback_comes_too(tmp_path, glue_dir):

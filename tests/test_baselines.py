@@ -7,6 +7,7 @@ from helpers import TINY, run_cli, variant_dir
 from roberta_base import config, roberta_base
 from tiny_training import build, toy_dataset, train
 
+from dora_bench.engine import load_method_state
 from dora_bench.methods import apply_method
 from dora_bench.results import read_result
 
@@ -42,26 +43,47 @@ def adalora_run(cache_dir, tmp_path, hook: bool):
     matrices = len(handle.summary()["rank_pattern"])
     seen = {}
     inner = handle.after_optimizer_step
+    tuner = handle.model.base_model  # PEFT's AdaLoraModel: record the steps its allocator is given
+    allocate, allocated = tuner.update_and_allocate, []
+    tuner.update_and_allocate = lambda global_step: (allocated.append(global_step), allocate(global_step))
 
     def spy(step):
         inner(step)
         seen[step] = nonzero_singular_values(handle.model)
     handle.after_optimizer_step = spy
     train(handle, tokenizer, toy_dataset(tokenizer, dataset_size), tmp_path, epochs=4, batch_size=batch)
-    return handle, matrices, seen
+    return handle, matrices, seen, allocated
 
 
 def test_adalora_allocator_runs_inside_the_engine(cache_dir, tmp_path):
-    handle, matrices, seen = adalora_run(cache_dir, tmp_path, hook=True)
+    handle, matrices, seen, allocated = adalora_run(cache_dir, tmp_path, hook=True)
     assert sorted(seen) == list(range(1, 41))  # the hook ran after every optimizer step, counted from 1
-    assert seen[5] == 3 * matrices  # before tinit: init_r per matrix
-    assert seen[40] == 2 * matrices  # after T - tfinal: target_r per matrix
-    assert sum(handle.summary()["rank_pattern"].values()) == 2 * matrices
+    assert allocated == list(range(40))        # PEFT counts from 0: optimizer step t is its global_step t − 1
+    summary = handle.summary()
+    assert (summary["tinit"], summary["tfinal"], summary["total_step"]) == (6, 20, 40)   # int(0.15·40), int(0.5·40)
+    # The first mask comes at PEFT step 8, the first multiple of deltaT = 2 after tinit = 6 (optimizer step 9), with
+    # the cubic budget int((3m − 2m)·(1 − (8 − 6)/(40 − 20 − 6))³ + 2m) triplets of the 3m.
+    assert all(seen[t] == 3 * matrices for t in range(1, 9)), seen
+    assert seen[9] == int(matrices * (1 - 2 / 14) ** 3 + 2 * matrices)
+    # PEFT step T − tfinal = 20 (optimizer step 21) fixes the rank pattern; every later step re-applies it.
+    assert handle.final_structure_step == 21
+    assert all(seen[t] == 2 * matrices for t in range(21, 41)), seen
+    assert sum(summary["rank_pattern"].values()) == 2 * matrices
     assert handle.paper_trainable_params() < 3 * (sum(m.in_features + m.out_features for m in _svd(handle)) + matrices)
 
 
+def test_adalora_boundaries_truncate_like_the_original_scripts(cache_dir):
+    """T = 33: tinit = int(0.15·33) = int(4.95) = 4, tfinal = int(16.5) = 16; the pattern is final after PEFT step
+    33 − 16 = 17, i.e. optimizer step 18."""
+    handle, _ = build(["method=adalora", "budget=small"], cache_dir, total_steps=33)
+    peft_config = handle.model.peft_config["default"]
+    assert (peft_config.tinit, peft_config.tfinal, peft_config.total_step) == (4, 16, 33)
+    assert (handle.summary()["tinit"], handle.summary()["tfinal"]) == (4, 16)
+    assert handle.final_structure_step == 18
+
+
 def test_adalora_without_the_hook_trains_like_lora(cache_dir, tmp_path):
-    _, matrices, seen = adalora_run(cache_dir, tmp_path, hook=False)
+    _, matrices, seen, _ = adalora_run(cache_dir, tmp_path, hook=False)
     assert seen[40] == 3 * matrices  # nothing pruned: the previous test's assertion would fail
 
 
@@ -97,3 +119,20 @@ def test_cli_runs_every_baseline(glue_dir, cache_dir, tmp_path):
         assert (folder / "seed=1.adapter").is_dir()
     adalora = read_result(variant_dir(tmp_path / "results/runs/tiny_roberta/rte/adalora-small") / "seed=1.json")
     assert adalora.method_summary["rank_pattern"] and adalora.final_structure_step > 0
+
+
+def test_adalora_allocator_state_round_trips_through_a_checkpoint(cache_dir, tmp_path):
+    """The sensitivity and uncertainty averages and the rank pattern mid-pruning, as a resumed run gets them back.
+    T = 16: tinit = 2, a mask after every PEFT step 3..7; training stops after step 6, a checkpoint every 3 steps."""
+    overrides = ["method=adalora", "budget=small", "method.delta_t=1"]
+    handle, tokenizer = build(overrides, cache_dir, total_steps=16)
+    train(handle, tokenizer, toy_dataset(tokenizer, 32), tmp_path, epochs=2, batch_size=4, max_steps=6,
+          save_strategy="steps", save_steps=3)
+    resumed, _ = build(overrides, cache_dir, total_steps=16)
+    load_method_state(resumed, tmp_path / "checkpoint-6")
+    trained, loaded = handle.model.base_model.rankallocator, resumed.model.base_model.rankallocator
+    for averages in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+        a, b = getattr(trained, averages), getattr(loaded, averages)
+        assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), averages
+    ranks = handle.summary()["rank_pattern"]
+    assert resumed.summary()["rank_pattern"] == ranks and sum(ranks.values()) < 3 * len(ranks)  # some pruned

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dora_bench.dora import DoraConfig, apply_dora
-from dora_bench.dora.schedule import AuthorsCodeSchedule
+from dora_bench.dora import DoraConfig, apply_dora, dem_penalty
+from dora_bench.dora.schedule import AuthorsCodeSchedule, PaperSchedule
 
 SHAPES = {"first": (4, 6), "second": (6, 5), "third": (5, 8), "fourth": (8, 3)}
 
@@ -77,6 +77,9 @@ def test_authors_code_events_and_counts_with_non_integer_offset():
             assert torch.equal(current_c(controller).flatten() == 0, pruned), t
     assert [event["step"] for event in controller.history] == list(expected_k)
     assert [9 - event["kept"] for event in controller.history] == list(expected_k.values())
+    # the reported budget: r'·(1 − (r' − b)/r'·(p/P)³) with r' = 3, b = 2 at p = 0, 0, 5, 10, 11
+    budgets = [3 * (1 - (p / 11) ** 3 / 3) for p in (0, 0, 5, 10, 11)]
+    assert [e["budget"] for e in controller.history] == pytest.approx(budgets)
     assert sum(controller.rank_pattern().values()) == 6
 
 
@@ -115,6 +118,12 @@ def test_authors_code_prunes_ties_at_threshold():
     assert torch.equal(schedule.keep_mask(t, scores), expected)
 
 
+def test_authors_code_final_step_with_no_warm_up():
+    # t_init = 0, T = 3: P = int(0.5·3) = 1 and p = t, so p = 1 = P at t = 1 is the final event.
+    schedule = AuthorsCodeSchedule(DoraConfig(target_modules=".*", final_budget=1, t_init=0.0), 3)
+    assert (schedule.P, schedule.final_step) == (1, 1)
+
+
 def test_authors_code_rejects_too_few_steps():
     with pytest.raises(ValueError, match="total_steps=2"):
         build(1, total_steps=2, schedule="authors_code")
@@ -133,6 +142,7 @@ def test_paper_schedule_global_pruning_keeps_final_budget():
         reference.assert_matches()
     # b(t) = 2 + (1 − (t − 6)/14)³ and kept = int(4·b(t)).
     assert [(e["step"], e["kept"]) for e in controller.history] == [(6, 12), (10, 9), (14, 8), (18, 8), (20, 8)]
+    assert controller.current_budget(10) == pytest.approx(2 + (1 - 4 / 14) ** 3)
     top = torch.zeros(12, dtype=torch.bool)
     top[torch.argsort(reference.scores.flatten(), descending=True)[:8]] = True
     assert torch.equal(current_c(controller).flatten() != 0, top)
@@ -143,14 +153,62 @@ def test_paper_schedule_global_pruning_keeps_final_budget():
     assert controller.initial_parameter_count() == sum(3 * (sum(SHAPES[name]) + 1) for name in SHAPES)
 
 
+def top(scores, n):
+    """Mask of the n highest scores (flattened, module order)."""
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[torch.argsort(scores.flatten(), descending=True)[:n]] = True
+    return keep
+
+
+# (schedule, layers, T, Δ, {pruning event t: components kept}, seed of the first step's c) with the hand counts of
+# the tests above; the seeds give c values under which the rankings compared below differ.
+MOVING_SCORE_CASES = {
+    "paper": ("paper", 4, 40, 4, {6: 12, 10: 9, 14: 8, 18: 8, 20: 8}, 500),
+    "authors_code": ("authors_code", 3, 33, 5, {4: 8, 5: 8, 10: 8, 15: 7, 16: 6}, 100),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOVING_SCORE_CASES))
+def test_pruning_ranks_by_the_smoothed_score_after_this_steps_update(case):
+    """c moves between steps, so the EMA (Eq. 8), the raw share of this step and the EMA before this step's
+    update rank the components differently; each event keeps the top of the float64 EMA after the update."""
+    schedule, n_layers, total_steps, interval, kept, seed = MOVING_SCORE_CASES[case]
+    controller = build(n_layers, total_steps=total_steps, prune_interval=interval, schedule=schedule)
+    reference = Reference(controller)
+    differs_from_raw = differs_from_previous = 0
+    masks = {}
+    for t in range(1, max(kept) + 1):
+        write_c(controller, c_values(controller, seed=seed + t))
+        previous = reference.scores.clone()
+        reference.update()
+        raw = torch.stack([reference_shares(layer) for layer in controller.layers.values()])
+        controller.step(t)
+        reference.assert_matches()
+        if t in kept:
+            masks[t] = expected = top(reference.scores, kept[t])
+            assert torch.equal(current_c(controller).flatten() != 0, expected), t
+            differs_from_raw += not torch.equal(top(raw, kept[t]), expected)
+            differs_from_previous += not torch.equal(top(previous, kept[t]), expected)
+    assert [(e["step"], e["kept"]) for e in controller.history] == sorted(kept.items())
+    assert differs_from_raw and differs_from_previous    # the case tells the three rankings apart
+    final, before = masks[max(kept)], masks[sorted(kept)[-2]]
+    assert not torch.equal(final, before)                 # ... and the final event's mask from the one before it
+    for t in range(max(kept) + 1, max(kept) + 4):         # later steps re-apply the final event's mask
+        write_c(controller, c_values(controller, seed=seed + t))
+        controller.step(t)
+        assert torch.equal(current_c(controller).flatten() != 0, final), t
+
+
 def test_pruned_component_regrows_between_events_but_not_after_final_mask():
     controller = build(2, total_steps=40, prune_interval=4)
     values = c_values(controller)
+    assert controller.rank_pattern() == {"first": 3, "second": 3}   # r' each before the first event
     for t in range(1, 11):
         write_c(controller, values)
         controller.step(t)
     pruned = current_c(controller) == 0  # event at t = 10 kept int(2·2.36) = 4 of 6
     assert pruned.sum() == 2
+    assert controller.rank_pattern() == dict(zip(controller.layers, (~pruned).sum(dim=1).tolist()))  # not yet final
     regrown = torch.where(pruned, torch.full_like(pruned, 0.7, dtype=torch.float), current_c(controller))
     write_c(controller, dict(zip(controller.layers, regrown)))
     controller.step(11)  # no event: the optimizer's value stays
@@ -167,15 +225,17 @@ def test_pruned_component_regrows_between_events_but_not_after_final_mask():
     assert any(not torch.equal(scores_before[n], controller.scores[n]) for n in scores_before)
 
 
-@pytest.mark.parametrize("schedule, last_regularised", [("paper", 19), ("authors_code", 20)])
-def test_dem_is_active_only_before_the_final_phase(schedule, last_regularised):
+@pytest.mark.parametrize("schedule, last_regularised, eta", [("paper", 19, 0.5), ("authors_code", 20, 1.0)])
+def test_dem_is_active_only_before_the_final_phase(schedule, last_regularised, eta):
     # T = 40: paper regularises steps t < T − t_f = 20; authors_code steps with p ≤ P (t ≤ 20).
-    controller = build(2, total_steps=40, prune_interval=4, schedule=schedule, reg_coefficient=0.5)
+    controller = build(2, total_steps=40, prune_interval=4, schedule=schedule, reg_coefficient=eta)
     values = c_values(controller)
     for t in range(1, 41):
         penalty = controller.regularization()  # the loss of step t
         assert (penalty.item() > 0) == (t <= last_regularised), t
         assert penalty.requires_grad == (t <= last_regularised)
+        if t <= last_regularised:                   # η·DEM (Eq. 10)
+            assert penalty.item() == pytest.approx(eta * dem_penalty(controller.layers.values()).item())
         write_c(controller, values)
         controller.step(t)
 
@@ -208,3 +268,44 @@ def test_controller_follows_model_moved_after_injection():
         layer.to("meta")
     controller.step(22)  # a final-phase step: scores and masks must move to the new device
     assert all(score.device.type == "meta" for score in controller.scores.values())
+    assert controller.regularization().device.type == "meta"   # DEM is off: a zero on the model's device
+    state = controller.state_dict()
+    assert {state[k].device.type for k in ("scores", "mask", "final_mask")} == {"meta"}
+
+
+def test_controller_state_starts_on_the_model_device_with_boolean_masks():
+    model = nn.ModuleDict({name: nn.Linear(*SHAPES[name], device="meta") for name in ("first", "second")})
+    controller = apply_dora(model, DoraConfig(target_modules=["first", "second"], final_budget=2), 40)
+    state = controller.state_dict()
+    assert controller.current_step == state["step"] == 0
+    assert (state["scores"].device.type, state["mask"].device.type, state["mask"].dtype) == ("meta", "meta", torch.bool)
+    assert state["final_mask"] is None
+
+
+def test_paper_events_follow_the_interval_from_the_first_event():
+    # T = 40, Δ = 5: events at t_i = 6, 11, 16 and the final one at 20 (not at t ≡ −6 mod 5).
+    controller = build(2, total_steps=40, prune_interval=5)
+    values = c_values(controller)
+    for t in range(1, 21):
+        write_c(controller, values)
+        controller.step(t)
+    assert [e["step"] for e in controller.history] == [6, 11, 16, 20]
+
+
+def test_one_adapted_matrix_prunes_alone():
+    controller = build(1, total_steps=40, prune_interval=4)
+    values = c_values(controller)
+    for t in range(1, 11):
+        write_c(controller, values)
+        controller.step(t)
+    assert controller.history[-1] == {"step": 10, "budget": pytest.approx(2 + (1 - 4 / 14) ** 3), "kept": 2}
+    assert int((current_c(controller) != 0).sum()) == 2
+
+
+def test_paper_keep_mask_breaks_ties_by_module_then_component_order():
+    # 4 matrices × r' = 10, all scores equal: b(T) = 4 keeps the first 16 in module order (a non-stable sort of
+    # 40 equal values does not keep their order). The mask is boolean and on the scores' device.
+    schedule = PaperSchedule(DoraConfig(target_modules=".*", final_budget=4, initial_budget=10), 40)
+    keep = schedule.keep_mask(schedule.final_step, torch.full((4, 10), 0.5))
+    assert keep.dtype == torch.bool and torch.equal(keep.flatten(), torch.arange(40) < 16)
+    assert schedule.keep_mask(schedule.final_step, torch.zeros(4, 10, device="meta")).device.type == "meta"

@@ -29,13 +29,27 @@ def test_real_glue_files_load_with_official_counts(real_data):
     assert mrpc["train"][0]["sentence1"].startswith("Amrozi accused his brother")
 
 
+def tsv_column(path, column: int, header: bool = True) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()[int(header):]
+    return [line.split("\t")[column] for line in lines]
+
+
+# The class ids of the GLUE datasets on the hub (and of the paper's models): label names in this order.
+RTE_IDS = {"entailment": 0, "not_entailment": 1}
+MNLI_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
 def test_cola_headerless_and_rte_string_labels(glue_dir):
     cola, _ = glue.load(cfg("task=cola", f"data.dir={glue_dir}"))
     assert len(cola["train"]) == 24 and cola.column_names["train"] == ["sentence", "label"]
+    assert cola["train"]["label"] == [int(v) for v in tsv_column(glue_dir / "cola/train.tsv", 1, header=False)]
+    assert cola["train"]["sentence"] == tsv_column(glue_dir / "cola/train.tsv", 3, header=False)
     rte, _ = glue.load(cfg("task=rte", f"data.dir={glue_dir}"))
-    assert set(rte["train"]["label"]) <= {0, 1}
+    assert rte["train"]["label"] == [RTE_IDS[v] for v in tsv_column(glue_dir / "rte/train.tsv", 3)]
+    assert set(rte["train"]["label"]) == {0, 1}                      # both classes occur in the written file
     mnli, _ = glue.load(cfg("task=mnli", f"data.dir={glue_dir}"))
     assert set(mnli) == {"train", "matched", "mismatched"}
+    assert mnli["mismatched"]["label"] == [MNLI_IDS[v] for v in tsv_column(glue_dir / "mnli/dev_mismatched.tsv", 11)]
 
 
 def test_jsonl_files_with_hf_column_names(tmp_path):

@@ -28,6 +28,21 @@ def test_pearson_and_spearman_by_hand():
     assert m["pearson"] == pytest.approx(80.0) and m["spearman"] == pytest.approx(80.0)
 
 
+def test_spearman_ranks_a_monotone_non_linear_prediction():
+    gold = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # ranks of pred: 1, 3, 2, 4, 5 -> d = (0, 1, -1, 0, 0), Σd² = 2 -> rho = 1 - 6·2 / (5·(25 - 1)) = 0.9
+    pred = np.array([0.1, 0.4, 0.2, 5.0, 50.0])
+    # Pearson on the values (the closed form), centred gold = (-2, -1, 0, 1, 2)
+    centred = pred - pred.mean()
+    pearson = (centred @ (gold - 3)) / np.sqrt((centred @ centred) * 10)
+    m = glue_metrics(pred, gold, ("pearson", "spearman"))
+    assert m["spearman"] == pytest.approx(90.0) and m["pearson"] == pytest.approx(100 * pearson)
+    assert abs(m["pearson"] - m["spearman"]) > 1                          # the case tells them apart
+    # a strictly increasing transform keeps Spearman at 100 and moves Pearson below it
+    m = glue_metrics(np.exp(gold), gold, ("pearson", "spearman"))
+    assert m["spearman"] == pytest.approx(100.0) and m["pearson"] < 95
+
+
 def test_constant_prediction_counts_as_zero_correlation():
     m = glue_metrics(np.full(4, 2.5), np.array([1.0, 2.0, 3.0, 4.0]), ("pearson",))
     assert m["pearson"] == 0.0

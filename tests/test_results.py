@@ -1,6 +1,8 @@
 """Run identity, result locations and the typed result record (no training: configs and files only)."""
+import hashlib
 import json
 import re
+from pathlib import Path
 from importlib.resources import files
 
 import pytest
@@ -10,7 +12,7 @@ from omegaconf import OmegaConf
 
 from dora_bench import results
 from dora_bench.engine import COMPLETE_MARK, latest_checkpoint
-from dora_bench.results import NOT_IDENTITY, RunResult, compose_config, identity, leaves, locate, read_result
+from dora_bench.results import RunResult, compose_config, identity, leaves, locate, read_result
 
 CONF = files("dora_bench.conf")
 
@@ -23,17 +25,67 @@ def relative(where: results.RunLocation, root) -> tuple[str, str]:
     return str(where.result.relative_to(root)), str(where.checkpoints.relative_to(root))
 
 
-def test_identity_is_the_resolved_config_without_the_listed_keys_and_with_the_seed(tmp_path):
-    resolved = leaves(OmegaConf.to_container(cfg(tmp_path, "seed=7"), resolve=True))
-    ident = leaves(identity(cfg(tmp_path, "seed=7"), 3))
-    dropped = {k for k in resolved if any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
-    dropped |= {f"data.{key}" for key in results.DATA_LOCATIONS}   # where the data lies (here: the hub)
-    dropped |= {k for k, before in results.ADDED_KEYS.items() if resolved.get(k) == before}   # keys added later
-    assert dropped >= {"results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
-                       "trainer.progress_bar", "trainer.logging_steps"}
-    assert ident.pop("seed") == 3                                   # the run's seed, not cfg.seed
-    assert ident == {k: v for k, v in resolved.items() if k not in dropped | {"seed"}}
-    assert "trainer.learning_rate" in ident and "method.reg_coefficient" in ident
+# Written out here, not read from results.NOT_IDENTITY: the leaves that may leave a run's fingerprint unchanged.
+CANNOT_CHANGE_THE_NUMBERS = {
+    "results_dir", "cache_dir", "force", "keep_checkpoints", "seeds",   # where and which runs, not what they compute
+    "seed",                                  # the config's seed: each run's own seed is passed to identity()
+    "report",                                # applied when a result is read, from its stored epochs
+    "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to",
+}
+DATA_LOCATIONS = {"data.dir", "data.train_file", "data.validation_file"}   # identified by the files' content
+BUDGET_FREE = {"full_ft", "bitfit"}          # their runs ignore the budget group
+IDENTITY_COMBOS = [("tiny_roberta", "stsb", "dora"), ("tiny_roberta", "rte", "lora"), ("tiny_roberta", "mrpc", "adalora"),
+                   ("tiny_roberta", "cola", "h_adapter"), ("tiny_roberta", "sst2", "p_adapter"),
+                   ("tiny_roberta", "qnli", "bitfit"), ("tiny_roberta", "mnli", "full_ft"),
+                   ("tiny_roberta", "squad_v1", "lora"), ("tiny_roberta", "squad_v2", "dora"),
+                   ("tiny_bart", "xsum", "lora"), ("tiny_bart", "xsum", "adalora")]
+
+
+def changed_value(value):
+    """A different value of the same kind (validity does not matter: identity() only reads the config)."""
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 4
+    if isinstance(value, (int, float)):
+        return value + 0.25 if isinstance(value, float) else value + 1
+    if isinstance(value, list):     # the same length: an element changes
+        return [*value[:-1], changed_value(value[-1])] if value else [1]
+    if isinstance(value, dict):
+        return {**value, "added": 1}
+    return value + "x"
+
+
+def with_leaf(tree, dotted, value):
+    tree = json.loads(json.dumps(tree))
+    *parents, last = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return tree
+
+
+@pytest.mark.parametrize("model,task,method", IDENTITY_COMBOS)
+def test_every_resolved_leaf_outside_a_short_list_moves_the_fingerprint(tmp_path, model, task, method):
+    """Changing any leaf of the composed config changes the fingerprint, except the leaves listed above, which
+    never do: a key that can change the numbers and is dropped from identity would make runs share a result."""
+    resolved = OmegaConf.to_container(cfg(tmp_path, f"model={model}", f"task={task}", f"method={method}"), resolve=True)
+    as_composed = json.dumps(resolved)
+    base = results.fingerprint(identity(resolved, 1))
+    assert json.dumps(resolved) == as_composed                                  # the caller's config is left alone
+    free = CANNOT_CHANGE_THE_NUMBERS | ({k for k in leaves(resolved) if k.startswith("budget.")}
+                                        if method in BUDGET_FREE else set())
+    moved, kept = set(), set()
+    for key, value in leaves(resolved).items():
+        if key in DATA_LOCATIONS:
+            continue
+        changed = results.fingerprint(identity(with_leaf(resolved, key, changed_value(value)), 1))
+        (moved if changed != base else kept).add(key)
+    assert kept == {k for k in free if k in leaves(resolved)}, kept ^ free
+    assert moved >= {"trainer.weight_decay", "trainer.warmup_ratio", "trainer.grad_accum", "trainer.max_grad_norm",
+                     "trainer.lr_scheduler", "trainer.precision", "data.max_eval_samples", "task.max_length"}
+    assert results.fingerprint(identity(resolved, 2)) != base                 # the run's seed counts
 
 
 @pytest.mark.parametrize("override", ["trainer.progress_bar=false", "trainer.logging_steps=7", "keep_checkpoints=true",
@@ -248,3 +300,17 @@ def test_a_key_added_later_leaves_identity_alone_only_at_the_value_that_did_what
         assert OmegaConf.select(cfg, dotted, default="<unset>") in (value, "<unset>"), dotted
     changed = compose_config(["method=dora", "model=tiny_roberta", "task=rte", "method.adapter_dtype=base"])
     assert identity(changed, 1) != before and identity(changed, 1)["method"]["adapter_dtype"] == "base"
+
+
+def test_identity_of_a_partial_config_and_fingerprint_of_reordered_or_non_json_values():
+    """Configs written by older layouts lack keys (no trainer, no data file keys, no budget): identity keeps what
+    is there. The fingerprint ignores key order (a record read back) and names non-JSON values by their text."""
+    partial = {"method": {"name": "bitfit", "uses_budget": False}, "data": {"dir": None, "max_train_samples": 8},
+               "report": "best"}
+    assert identity(partial, 2) == {"method": {"name": "bitfit", "uses_budget": False},
+                                    "data": {"max_train_samples": 8}, "seed": 2}
+    assert identity({"trainer": None, "seed": 5}) == {"trainer": None}
+    assert results.fingerprint({"a": 1, "b": {"c": 2, "d": 3}}) == results.fingerprint({"b": {"d": 3, "c": 2}, "a": 1})
+    assert results.fingerprint({"model": Path("/m")}) == results.fingerprint({"model": "/m"})
+    # the digest committed results carry: the first 16 hex digits of SHA-256 of the sorted JSON
+    assert results.fingerprint({"b": 2, "a": [1, "x"]}) == hashlib.sha256(b'{"a": [1, "x"], "b": 2}').hexdigest()[:16]

@@ -33,6 +33,7 @@ def test_v1_takes_the_best_gold_answer_and_averages_x100():
 def test_empty_answers_score_differently_in_v1_and_v2():
     assert token_f1("", "", version_2=True) == 1.0
     assert token_f1("", "", version_2=False) == 0.0
+    assert token_f1("", "") == 0.0                        # the default is the v1.1 script
     assert token_f1("something", "", version_2=True) == 0.0
 
 

@@ -31,11 +31,16 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
     dims = {name: (module.in_features, module.out_features)
             for name, module in tuner.model.named_modules() if isinstance(module, SVDLinear)}
 
+    # The allocator's rank pattern lives here and is lent to PEFT's config only while PEFT needs it (allocation,
+    # final export): with it set, PEFT saves a checkpoint's adapter cut to the kept triplets and cuts the modules
+    # when loading one, so a run resumed in the pruning phase lost the masked triplets (which may come back) and
+    # no longer matched its optimizer state.
+    rank_pattern: dict | None = None
+
     def ranks() -> dict[str, int]:
-        pattern = config.rank_pattern
-        if not pattern:
+        if not rank_pattern:
             return {name: init_r for name in dims}
-        return {_module_name(key): int(sum(mask)) for key, mask in pattern.items()}
+        return {_module_name(key): int(sum(mask)) for key, mask in rank_pattern.items()}
 
     def paper_count() -> int:  # Σ r_k (d_in + d_out + 1): A rows, B columns and E entries kept
         return sum(r * (sum(dims[name]) + 1) for name, r in ranks().items())
@@ -43,9 +48,11 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
     last_step = 0
 
     def after_optimizer_step(step: int) -> None:
-        nonlocal last_step
+        nonlocal last_step, rank_pattern
         last_step = step
+        config.rank_pattern = rank_pattern
         tuner.update_and_allocate(step - 1)  # PEFT counts steps from 0
+        rank_pattern, config.rank_pattern = config.rank_pattern, None
 
     def signals() -> dict[str, float]:
         budget, _ = allocator.budget_schedule(last_step - 1)  # total rank over all matrices
@@ -53,12 +60,17 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
 
     def state() -> dict:
         return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
-                "rank_pattern": config.rank_pattern or {}}
+                "rank_pattern": rank_pattern or {}}
 
     def load(saved: dict) -> None:
+        nonlocal rank_pattern
         allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (
             saved["ipt"], saved["exp_avg_ipt"], saved["exp_avg_unc"])
-        config.rank_pattern = saved["rank_pattern"] or None
+        rank_pattern = saved["rank_pattern"] or None
+
+    def export(out_dir: str) -> None:  # the adapter cut to the final rank pattern, as PEFT saves AdaLoRA
+        config.rank_pattern = rank_pattern
+        peft_model.save_pretrained(out_dir)
 
     return MethodHandle(
         model=peft_model,
@@ -70,7 +82,7 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
                          "tinit": tinit, "tfinal": tfinal, "total_step": total_steps},
         signals=signals,
         final_structure_step=total_steps - tfinal + 1,  # the final mask lands at PEFT step T - tfinal
-        export=peft_model.save_pretrained,
+        export=export,
     )
 
 
