@@ -134,6 +134,7 @@ class RunLock:
         self.fd: int | None = None
         self.lost = False                # another process broke this lock while we held it
         self.kernel_locks = True         # False where the file system offers no flock (record only)
+        self._made: list[Path] | None = None   # folders made for the lock file, deepest first (removed if left empty)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -143,9 +144,15 @@ class RunLock:
 
     def try_acquire(self) -> LockState | None:
         """Take the lock (None), or the state of the holder that has it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._made is None:
+            self._made = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                continue   # another process removed the empty folder just now
+
             try:
                 if self.kernel_locks:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +208,11 @@ class RunLock:
             except OSError:
                 pass
             os.close(fd)
+        for folder in self._made or ():   # a run refused before it wrote anything leaves no folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break   # not empty (results, checkpoints, another seed's lock): kept
 
     def wait(self, check: Callable[[], None] = lambda: None, poll_s: float = POLL_S) -> None:
         """Until the lock is ours; `check` runs between looks (a preemption raises there)."""

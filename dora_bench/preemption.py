@@ -32,11 +32,11 @@ SUBMITIT_SIGNAL = "SUBMITIT_PREEMPT_SIGNAL"   # submitit's setting for the signa
 class Preempted(Exception):
     """Raised where a run stops after a preemption signal: the checkpoint (if training began) is complete."""
 
-    def __init__(self, signum: int, checkpoint: str | None = None, step: int | None = None):
+    def __init__(self, signum: int, checkpoint: str | None = None, step: int | None = None,
+                 state: str = "stopped before training began; nothing to save"):
         self.signum, self.checkpoint, self.step = signum, checkpoint, step
-        where = (f"checkpoint {checkpoint} saved at optimizer step {step}" if checkpoint
-                 else "nothing to save yet")
-        super().__init__(f"preempted by {signal.Signals(signum).name}: {where}; no result written")
+        where = f"checkpoint {checkpoint} saved at optimizer step {step}; no result written" if checkpoint else state
+        super().__init__(f"preempted by {signal.Signals(signum).name}: {where}")
 
 
 def _submitit_signal() -> int:
@@ -81,10 +81,10 @@ class PreemptionWatch:
             print(f"[dora-bench] {signal.Signals(signum).name} received: stopping after this optimizer step "
                   "with a checkpoint", file=sys.stderr, flush=True)
 
-    def check(self) -> None:
+    def check(self, state: str | None = None) -> None:
         """Between seeds, lock waits and other safe points: stop here if a signal came."""
         if self.requested is not None:
-            raise Preempted(self.requested)
+            raise Preempted(self.requested, **({"state": state} if state else {}))
 
     def exit(self, preempted: Preempted) -> NoReturn:
         """Say what was kept, hand the signal to the handler that was there before (submitit's requeues the job

@@ -93,8 +93,8 @@ def run_seeds(cfg: DictConfig, seeds: list[int], watch: PreemptionWatch | None =
     if cfg.lock.when_held == "wait":
         for seed in [s for s, outcome in outcomes.items() if outcome is None]:
             outcomes[seed] = run_seed(cfg, seed, watch, wait=True)
-    if watch is not None:
-        watch.check()   # a signal that came after the last step: stop the sweep here
+    if watch is not None:   # a signal during the last evaluation or the result's write: the sweep stops here
+        watch.check("this job's seeds are done (their results written); stopping before the next job")
     return [outcome for outcome in outcomes.values() if outcome is not None]
 
 

@@ -59,9 +59,10 @@ def write_failure(err: BaseException, path: Path) -> bool:
     iostream error"), safetensors' (SafetensorError with the I/O error inside), or any error on a full disk."""
     if isinstance(err, OSError):
         return True
-    text = str(err)
-    return (isinstance(err, RuntimeError) and any(sign in text for sign in TORCH_WRITER_ERRORS)
-            or type(err).__name__ == "SafetensorError" and ("I/O error" in text or "IoError" in text)
+    text, safetensors = str(err), type(err).__name__ == "SafetensorError"
+    if not (isinstance(err, RuntimeError) or safetensors):
+        return False   # not what a writer raises (a preemption, a bug): never reported as a storage error
+    return (any(sign in text for sign in TORCH_WRITER_ERRORS) or safetensors and ("I/O error" in text or "IoError" in text)
             or free_bytes(path) < ALMOST_FULL)
 
 

@@ -239,7 +239,9 @@ def test_status_shows_a_run_as_running_from_its_lock_and_a_gone_holder_is_taken_
         assert line.startswith("running ") and f"held by {HOST} pid {os.getpid()} (since " in line
     finally:
         lock.release()
+    assert not (tmp_path / "results").exists()   # a lock let go leaves neither its file nor folders it made
     pid = dead_pid()   # a holder killed on this host leaves its record behind
+    where.lock.parent.mkdir(parents=True)
     where.lock.write_text(json.dumps(record(HOST, pid)))
     line = status(tmp_path, glue_dir).splitlines()[0]
     assert line.startswith("missing ")

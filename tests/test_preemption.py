@@ -185,7 +185,7 @@ def test_a_signal_before_training_stops_with_nothing_to_save(tmp_path, glue_dir,
     run = config(tmp_path, glue_dir, "lora")
     with PreemptionWatch() as watch:
         os.kill(os.getpid(), signal.SIGTERM)
-        with pytest.raises(Preempted, match="preempted by SIGTERM: nothing to save yet"):
+        with pytest.raises(Preempted, match="^preempted by SIGTERM: stopped before training began; nothing to save$"):
             run_seed(run, 1, watch)
     assert not tmp_path.joinpath("runs").exists() and not tmp_path.joinpath("checkpoints").exists()
 
