@@ -92,7 +92,7 @@ class StepCheckpoints(TrainerCallback):
         self.every = every
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
+        if state.global_step % self.every == 0 and not float(state.epoch).is_integer():   # epoch ends save anyway
             control.should_save = True
 
 

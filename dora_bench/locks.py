@@ -19,9 +19,11 @@ a small part of `lock.stale_minutes`.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -29,7 +31,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from dora_bench.results import RunLocation
+from dora_bench.storage import writing
 
 HOST = socket.gethostname()
 UNSUPPORTED = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK})  # flock not offered by the file system
@@ -285,3 +290,51 @@ class RunLock:
 
         self._heartbeat = threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True)
         self._heartbeat.start()
+
+
+# ----- the runner's use: one trainer per run ---------------------------------------------------------------
+@contextlib.contextmanager
+def one_trainer(where: RunLocation, seed: int, settings, force: bool, wait: bool, check: Callable[[], None],
+                rank: int = 0, world_size: int = 1) -> Iterator[RunLock | bool | None]:
+    """The run's lock while this process trains it (`settings`: the config's `lock` group). Yields None when
+    another process holds it and we do not `wait` (one line names the holder either way). Processes of a
+    multi-process run other than rank 0 take no lock: they go on once their rank 0 holds it (True)."""
+    group = process_group() if world_size > 1 else None
+    if rank != 0:
+        follow_rank_zero(where, group, force, check)
+        yield True
+        return
+    lock = RunLock(where.lock, settings.stale_minutes * 60, group)
+    with writing(where.lock):
+        state = lock.try_acquire()
+    if state is not None:
+        who = state.holder.describe() if state.holder else "another process"
+        then = ("waiting for it" if wait else
+                "the job's other seeds first, then its result (lock.when_held=wait)" if settings.when_held == "wait"
+                else "skipped, its result is left to that process (lock.when_held=skip)")
+        print(f"[dora-bench] seed {seed}: {who} trains it now (lock {where.lock}): {then}", flush=True)
+        if not wait:
+            yield None
+            return
+        with writing(where.lock):
+            lock.wait(check)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def process_group() -> str:
+    """What names one multi-process run (its rendezvous), the same in all its processes."""
+    return (f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+            f"/{os.environ.get('TORCHELASTIC_RUN_ID', '')}")
+
+
+def follow_rank_zero(where: RunLocation, group: str, force: bool, check: Callable[[], None]) -> None:
+    """Rank > 0: go on once this run's rank 0 holds the lock, or once the result is there (rank 0 reuses it)."""
+    while force or not where.existing():
+        state = inspect(where.lock, math.inf)
+        if state is not None and state.holder is not None and state.holder.group == group:
+            return
+        check()
+        time.sleep(0.2)

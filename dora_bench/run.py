@@ -1,11 +1,9 @@
 """One (task, method, budget, seed): skip if done, build, train, evaluate, write the result file."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import platform
 import resource
@@ -17,7 +15,7 @@ import traceback
 from statistics import median
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -110,7 +108,7 @@ def run_seed(cfg: DictConfig, seed: int, watch: PreemptionWatch | None = None,
         return done
     check = watch.check if watch is not None else lambda: None
     check()
-    with one_trainer(cfg, seed, where, wait, check) as lock:
+    with locks.one_trainer(where, seed, cfg.lock, cfg.force, wait, check, *world()) as lock:
         if lock is None:
             return None
         if (done := where.existing()) and not cfg.force:   # its holder finished it while we waited
@@ -136,53 +134,6 @@ def run_seed(cfg: DictConfig, seed: int, watch: PreemptionWatch | None = None,
             if result.complete and not cfg.keep_checkpoints:   # only once the result is safe
                 shutil.rmtree(where.checkpoints, ignore_errors=True)
         return result
-
-
-@contextlib.contextmanager
-def one_trainer(cfg: DictConfig, seed: int, where: results.RunLocation, wait: bool,
-                check: Callable[[], None]) -> Iterator[locks.RunLock | bool | None]:
-    """The run's lock while it trains (None: another process holds it and we do not wait). Processes of a
-    multi-process run other than rank 0 take no lock: they wait until their rank 0 holds it (True)."""
-    rank, world_size = world()
-    group = process_group() if world_size > 1 else None
-    if rank != 0:
-        follow_rank_zero(where, group, cfg.force, check)
-        yield True
-        return
-    lock = locks.RunLock(where.lock, cfg.lock.stale_minutes * 60, group)
-    with writing(where.lock):
-        state = lock.try_acquire()
-    if state is not None:
-        who = state.holder.describe() if state.holder else "another process"
-        then = ("waiting for it" if wait else
-                "the job's other seeds first, then its result (lock.when_held=wait)" if cfg.lock.when_held == "wait"
-                else "skipped, its result is left to that process (lock.when_held=skip)")
-        print(f"[dora-bench] seed {seed}: {who} trains it now (lock {where.lock}): {then}", flush=True)
-        if not wait:
-            yield None
-            return
-        with writing(where.lock):
-            lock.wait(check)
-    try:
-        yield lock
-    finally:
-        lock.release()
-
-
-def process_group() -> str:
-    """What names one multi-process run (its rendezvous), the same in all its processes."""
-    return (f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
-            f"/{os.environ.get('TORCHELASTIC_RUN_ID', '')}")
-
-
-def follow_rank_zero(where: results.RunLocation, group: str, force: bool, check: Callable[[], None]) -> None:
-    """Rank > 0: go on once this run's rank 0 holds the lock, or once the result is there (rank 0 reuses it)."""
-    while not (not force and where.existing()):
-        state = locks.inspect(where.lock, math.inf)
-        if state is not None and state.holder is not None and state.holder.group == group:
-            return
-        check()
-        time.sleep(0.2)
 
 
 def _train(cfg: DictConfig, seed: int, where: results.RunLocation,

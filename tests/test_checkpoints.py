@@ -103,3 +103,22 @@ def test_the_size_script_prints_every_method_smaller_than_the_trainers_checkpoin
     for method, (before, after, ratio) in rows.items():
         assert ratio == pytest.approx(after / before, abs=0.02)
         assert (after == before) if method == "full_ft" else (after < before), (method, before, after)
+
+
+def test_save_steps_adds_step_checkpoints_to_the_epoch_ends(tmp_path, glue_dir, cache_dir, monkeypatch):
+    from dora_bench.engine import CheckpointCallback
+
+    saved = []
+    on_save = CheckpointCallback.on_save
+
+    def recording(self, args, state, control, **kwargs):
+        on_save(self, args, state, control, **kwargs)
+        saved.append(sorted(p.name for p in Path(args.output_dir).iterdir()))
+
+    monkeypatch.setattr(CheckpointCallback, "on_save", recording)
+    with initialize_config_module("dora_bench.conf", version_base="1.3"):   # rte: 3 steps an epoch, 6 in all
+        cfg = compose("config", overrides=["task=rte", "model=tiny_roberta", "method=lora", "seed=1",
+                                           f"data.dir={glue_dir}", f"results_dir={tmp_path}", "trainer.epochs=2",
+                                           "trainer.batch_size=8", "trainer.progress_bar=false", "trainer.save_steps=2"])
+    assert run_seed(cfg, 1).complete
+    assert saved == [["checkpoint-2"], ["checkpoint-3"], ["checkpoint-4"], ["checkpoint-6"]]   # only the newest kept

@@ -184,3 +184,20 @@ def test_a_really_full_disk_exits_74_keeping_a_complete_checkpoint_and_then_fini
     a, b = read_result(ours), read_result(theirs)
     assert a.complete and [e.metrics for e in a.epochs] == [e.metrics for e in b.epochs]
     shutil.rmtree(mount / "checkpoints")
+
+
+def test_a_cut_off_result_file_is_listed_by_the_tables_and_trained_again(tmp_path, glue_dir, cache_dir):
+    """What a full disk left behind before writes were atomic: the tables name it, the next run replaces it."""
+    from helpers import run_cli
+
+    from dora_bench import tables
+
+    cfg = config(tmp_path / "results", "task=rte", "method=bitfit", f"data.dir={glue_dir}")
+    where = locate(cfg, 1)
+    where.result.parent.mkdir(parents=True)
+    where.result.write_text('{"schema": 2, "status": "compl')
+    assert tables.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "tables")]) == 0
+    assert f"- {where.result}: " in (tmp_path / "tables/table2.md").read_text()
+    out = run_cli("task=rte", "method=bitfit", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("train_runtime") == 1 and read_result(where.result).complete
