@@ -157,7 +157,6 @@ class RunLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:
                 continue   # another process removed the empty folder just now
-
             try:
                 if self.kernel_locks:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
