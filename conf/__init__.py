@@ -3,7 +3,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from dora_bench.schema import register
+from dora_bench.schema import path_part, register
 
 
 def shared_data(relative: str) -> str | None:
@@ -22,3 +22,4 @@ def lookup(name: str, table: dict):
 register()
 OmegaConf.register_new_resolver("dora_bench.data", shared_data, replace=True)
 OmegaConf.register_new_resolver("dora_bench.lookup", lookup, replace=True)
+OmegaConf.register_new_resolver("dora_bench.path_part", path_part, replace=True)

@@ -18,8 +18,10 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from dora_bench.errors import UserError
 from dora_bench.hub import check_hub
+from dora_bench.preemption import Preempted, PreemptionWatch
 from dora_bench.results import RunResult, folder_name, locate
 from dora_bench.schema import expected, unknown_key, validate
+from dora_bench.storage import EXIT_STORAGE, StorageError
 
 # The user's choice, read before main() sets the variable for Hydra: refusals show a traceback only when asked.
 SHOW_TRACEBACK = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -92,16 +94,25 @@ def run_app(cfg: DictConfig) -> float | FailedRun:
         overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # this job's, as typed
         refuse(refusal(err, overrides))  # exits here, inside a multirun job too
 
-    seeds = [cfg.seed] if cfg.seed is not None else list(cfg.seeds)
-    try:
-        if any(cfg.force or not locate(cfg, int(seed)).existing() for seed in seeds):
-            check_hub(cfg)  # before the heavy imports: an unreachable hub is reported within seconds
-        from dora_bench.run import run_seed  # heavy imports once the config is known to be good
+    seeds = [int(seed) for seed in ([cfg.seed] if cfg.seed is not None else cfg.seeds)]
+    with PreemptionWatch() as watch:   # SIGTERM / SIGUSR1: checkpoint after the current step, exit 75
+        try:
+            if any(cfg.force or not locate(cfg, seed).existing() for seed in seeds):
+                check_hub(cfg)  # before the heavy imports: an unreachable hub is reported within seconds
+            from dora_bench.run import run_seeds  # heavy imports once the config is known to be good
 
-        outcomes = [run_seed(cfg, int(seed)) for seed in seeds]
-    except UserError as err:
-        refuse(str(err))
+            outcomes = run_seeds(cfg, seeds, watch)
+        except UserError as err:
+            refuse(str(err))
+        except StorageError as err:   # a full disk or an unwritable folder: nothing partial was left
+            print(f"dora-bench: error: {err} (complete checkpoints and results are kept; run again once it "
+                  "can be written)", file=sys.stderr)
+            sys.exit(EXIT_STORAGE)
+        except Preempted as preempted:
+            watch.exit(preempted)
     if os.environ.get("RANK", "0") == "0":  # one summary per job, not one per process
+        if skipped := [seed for seed in seeds if seed not in {r.seed for r in outcomes}]:
+            print(f"[dora-bench] seed(s) {skipped} left to the processes training them (lock.when_held=skip)")
         print(f"[dora-bench] {summarize(outcomes, cfg.report)}")
     for failed in (r for r in outcomes if not r.complete):
         print(f"[dora-bench] seed {failed.seed} failed: {failed.error}", file=sys.stderr)
@@ -119,8 +130,11 @@ def refuse(message: str) -> NoReturn:
 
 def refusal(err: BaseException, overrides: list[str]) -> str | None:
     """One line for bad input (key, value, what is allowed); None for anything else."""
-    if isinstance(err, UserError):
-        return str(err)
+    cause = err
+    while isinstance(cause, (OmegaConfBaseException, HydraException)):   # a resolver's refusal, as Hydra raised it
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, UserError):
+        return str(cause)
     if isinstance(err, MissingConfigException):
         return missing_option(err)
     if isinstance(err, OverrideParseException):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,10 @@ import torch
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from dora_bench.checkpoints import has_trainables, load_trainables, save_trainables, trains_everything
 from dora_bench.methods.base import MethodHandle
+from dora_bench.preemption import Preempted, PreemptionWatch
+from dora_bench.storage import writing
 
 METHOD_STATE = "method_state.pt"
 COMPLETE_MARK = "checkpoint_complete.json"
@@ -71,12 +75,65 @@ class CheckpointCallback(TrainerCallback):
         if not args.should_save:
             return
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        torch.save(self.handle.state_dict(), folder / METHOD_STATE)
-        # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
-        (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": state.global_step, "run": self.run_fingerprint}))
+        with writing(folder, remove_on_failure=True):
+            torch.save(self.handle.state_dict(), folder / METHOD_STATE)
+            # The mark goes last: a checkpoint without it was interrupted and is never resumed from.
+            (folder / COMPLETE_MARK).write_text(json.dumps({"global_step": state.global_step,
+                                                            "run": self.run_fingerprint}))
         for old in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-            if old != folder:
+            if old != folder:   # only once the new one is complete: a failed write keeps the previous one
                 shutil.rmtree(old, ignore_errors=True)
+
+
+class StepCheckpoints(TrainerCallback):
+    """`trainer.save_steps`: a checkpoint every N optimizer steps too, besides the epoch ends (long epochs)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 and not float(state.epoch).is_integer():   # epoch ends save anyway
+            control.should_save = True
+
+
+class PreemptionCallback(TrainerCallback):
+    """After a preemption signal: the step in flight ends, a checkpoint is saved and training stops.
+
+    Mid-epoch the checkpoint is saved at once and the epoch end's evaluation and save are cancelled (a partial
+    epoch has no score; the resumed run evaluates it whole). On an epoch's last step the epoch's own evaluation
+    and checkpoint come first. A signal during an evaluation stops training after the epoch's checkpoint.
+    Every process of a multi-process run stops at the same step (the flag is reduced over processes)."""
+
+    def __init__(self, watch: PreemptionWatch):
+        self.watch = watch
+        self.stopped_at: int | None = None   # the optimizer step whose checkpoint is the last
+
+    def _requested(self, args) -> bool:
+        flag = self.watch.requested is not None
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            tensor = torch.tensor([int(flag)], device=args.device)
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(tensor.item())
+            if flag and self.watch.requested is None:   # another process got the signal
+                self.watch.requested = signal.SIGTERM
+        return flag
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stopped_at is None and self._requested(args):
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            if not float(state.epoch).is_integer():   # mid-epoch: the epoch end will not come
+                control.should_save = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopped_at is not None and not float(state.epoch).is_integer():
+            control.should_evaluate = control.should_save = False   # saved at the step already
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.watch.requested is not None:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+
 
 
 def load_method_state(handle: MethodHandle, checkpoint: str | Path) -> None:
@@ -113,7 +170,8 @@ class CpuCostWarning(TrainerCallback):
 class BenchTrainerMixin:
     """Adds the method's extra loss, task-defined evaluation and (by callback) method state in checkpoints."""
 
-    def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str, predictions_dir: Path | None = None):
+    def setup_bench(self, handle: MethodHandle, evaluate_fn, run_fingerprint: str, predictions_dir: Path | None = None,
+                    preemption: PreemptionWatch | None = None, save_steps: int | None = None):
         self.handle = handle
         self.predictions_dir = predictions_dir  # where tasks that generate text keep their latest predictions
         self.evaluate_fn = evaluate_fn
@@ -124,6 +182,37 @@ class BenchTrainerMixin:
         self.add_callback(self.step_timer)
         self.add_callback(CheckpointCallback(handle, run_fingerprint))
         self.add_callback(CpuCostWarning())
+        if save_steps:
+            self.add_callback(StepCheckpoints(save_steps))
+        self.preemption = PreemptionCallback(preemption) if preemption is not None else None
+        if self.preemption is not None:
+            self.add_callback(self.preemption)
+
+    def raise_if_preempted(self) -> None:
+        """After `train()`: a preemption stopped it early, with the last checkpoint complete. (A signal during
+        the last step or evaluation lets the run finish: its result is written, the job stops after it.)"""
+        if self.preemption is None or self.preemption.stopped_at is None or self.state.global_step >= self.state.max_steps:
+            return
+        step = self.preemption.stopped_at
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        raise Preempted(self.preemption.watch.requested, str(folder), step)
+
+    # ----- checkpoints: what trains, written through the Trainer's own hooks --------------------------------
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        with writing(folder, remove_on_failure=True):   # a full disk: the partial checkpoint goes, the last stays
+            super()._save_checkpoint(model, trial)
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        if trains_everything(self.model):
+            return super()._save(output_dir, state_dict)   # Full FT: the whole model is what trains
+        save_trainables(self.model, Path(output_dir or self.args.output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if has_trainables(resume_from_checkpoint):
+            load_trainables(model if model is not None else self.model, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -30,11 +31,12 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)   # 1 is migrated on read (see _migrate_v1)
 
 # The only keys that are not part of a run's identity, because they cannot change its numbers: where
-# things are written or cached, whether finished seeds are redone, checkpoint housekeeping, logging and
-# progress output, Hydra's own settings, and `report` (applied when a result is read, from its epochs).
-# `seeds` only lists the seeds to run; each run's own seed is part of its identity.
-NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
-                "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to", "hydra")
+# things are written or cached, whether finished seeds are redone, checkpoint housekeeping (resume is exact,
+# so extra step checkpoints change nothing), logging and progress output, what a second process does while
+# another trains the run (`lock`), Hydra's own settings, and `report` (applied when a result is read, from its
+# epochs). `seeds` only lists the seeds to run; each run's own seed is part of its identity.
+NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds", "lock",
+                "trainer.save_steps", "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to", "hydra")
 
 # Keys added after results were first committed, each with the value that does exactly what the code did before
 # the key existed: at that value the key is left out of the identity, so a result made before it existed is
@@ -236,7 +238,9 @@ def variant_dir(changed: dict[str, Any] | None, config_fingerprint: str) -> str:
 
 
 def folder_name(text: str) -> str:
-    """A folder name at most MAX_VARIANT_CHARS long: a longer text is cut and ends in a hash of the whole."""
+    """One folder name at most MAX_VARIANT_CHARS long: a `/` (a path in an override's value) reads `%2F`, so the
+    name never leads elsewhere; a longer text is cut and ends in a hash of the whole."""
+    text = text.replace("/", "%2F")
     return text if len(text) <= MAX_VARIANT_CHARS else f"{text[:MAX_VARIANT_CHARS - 11]}~{_short_hash(text, 10)}"
 
 
@@ -268,6 +272,11 @@ class RunLocation:
         return self.result.with_suffix(".logs")
 
     @property
+    def lock(self) -> Path:
+        """The lock file of whoever trains this run now (dora_bench/locks.py), beside its checkpoint folder."""
+        return self.checkpoints.with_name(f"{self.checkpoints.name}.lock")
+
+    @property
     def predictions(self) -> Path:
         """SQuAD answers / XSum summaries of the latest evaluation. A folder, not `seed=N.predictions.json`:
         result files are found by the pattern `seed=*.json`."""
@@ -286,10 +295,23 @@ def locate(cfg: DictConfig, seed: int) -> RunLocation:
     root = Path(cfg.results_dir)
     for candidate in (name, f"{name}~{config_fp[:10]}"):
         if not _held_by_another(root / "runs" / relative / candidate, config_fp):
-            return RunLocation(root / "runs" / relative / candidate / f"seed={seed}.json",
-                               root / "checkpoints" / relative / candidate / f"seed={seed}", ident, fingerprint(ident))
+            return check_inside(root, RunLocation(root / "runs" / relative / candidate / f"seed={seed}.json",
+                                                  root / "checkpoints" / relative / candidate / f"seed={seed}",
+                                                  ident, fingerprint(ident)))
     raise UserError(f"{root / 'runs' / relative / name} and its alternate hold results of other configurations; "
                     f"move them or choose another results_dir")
+
+
+def check_inside(root: Path, where: RunLocation) -> RunLocation:
+    """Every path of a run lies under results_dir (the schema keeps names free of `/` and `..`; this holds
+    whatever builds a name). Lexical, so a results_dir that is a symlink to scratch space stays allowed."""
+    base = os.path.abspath(root)
+    for what in ("result", "checkpoints", "lock", "logs", "predictions"):
+        path = os.path.abspath(getattr(where, what))
+        if os.path.commonpath([base, path]) != base or path == base:
+            raise UserError(f"the {what} path {path} of this run lies outside results_dir={str(root)!r}; "
+                            "nothing was written")
+    return where
 
 
 def _held_by_another(folder: Path, config_fp: str) -> bool:

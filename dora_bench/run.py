@@ -1,12 +1,14 @@
 """One (task, method, budget, seed): skip if done, build, train, evaluate, write the result file."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 import traceback
 from statistics import median
@@ -20,16 +22,21 @@ from transformers import TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
-from dora_bench import memory, results, schema, search_space
+from dora_bench import locks, memory, results, schema, search_space
 from dora_bench.engine import (BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, load_method_state,
                                optimizer_steps)
 from dora_bench.errors import UserError
 from dora_bench.methods import apply_method
 from dora_bench.models import load_model
+from dora_bench.preemption import Preempted, PreemptionWatch
+from dora_bench.storage import StorageError, writing
 from dora_bench.tasks import get_task
 
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "accelerate",
             "scikit-learn", "scipy", "rouge-score", "dora-bench")
+# A write that failed for want of space, wherever it happened (a feature cache, a log): the run stops, it is no
+# failed seed (the checkpoint, prediction, adapter and result writers name EACCES and the rest themselves)
+FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 ACCELERATE_DYNAMO = ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_DYNAMO_MODE", "ACCELERATE_DYNAMO_USE_FULLGRAPH",
                      "ACCELERATE_DYNAMO_USE_DYNAMIC")
@@ -70,28 +77,66 @@ def _check_writable(folder: Path) -> None:
         raise UserError(f"results_dir={str(folder)!r} is not writable ({existing} is not a writable folder)")
 
 
-def run_seed(cfg: DictConfig, seed: int) -> results.RunResult:
-    """Train and evaluate one seed; returns the result (read from disk if this configuration's seed is done)."""
+def run_seeds(cfg: DictConfig, seeds: list[int], watch: PreemptionWatch | None = None) -> list[results.RunResult]:
+    """A job's seeds, each trained by one process only. A seed that another process trains now is named in one
+    line and put last: then waited for (lock.when_held=wait: its holder's result is read, or the seed trained
+    here if the holder stopped without one) or left to its holder (skip: not in the returned list). Processes
+    of a multi-process run take the seeds in order and always wait (they must agree on what they train)."""
+    multi_process = world()[1] > 1   # its processes must agree on what they train: in order, always waiting
+    wait_now = multi_process or (len(seeds) == 1 and cfg.lock.when_held == "wait")
+    outcomes: dict[int, results.RunResult | None] = {}
+    for seed in seeds:
+        outcomes[seed] = run_seed(cfg, seed, watch, wait=wait_now)
+    if cfg.lock.when_held == "wait":
+        for seed in [s for s, outcome in outcomes.items() if outcome is None]:
+            outcomes[seed] = run_seed(cfg, seed, watch, wait=True)
+    if watch is not None:   # a signal during the last evaluation or the result's write: the sweep stops here
+        watch.check("this job's seeds are done (their results written); stopping before the next job")
+    return [outcome for outcome in outcomes.values() if outcome is not None]
+
+
+def run_seed(cfg: DictConfig, seed: int, watch: PreemptionWatch | None = None,
+             wait: bool = True) -> results.RunResult | None:
+    """Train and evaluate one seed; returns the result (read from disk if this configuration's seed is done), or
+    None when another process trains it now and `wait` is false. Raises Preempted after a preemption signal
+    (the checkpoint saved, no result written) and StorageError when a write fails (nothing partial left)."""
     validate(cfg)  # also before reusing a result: `report` is applied to it
-    where = results.locate(cfg, seed)
+    where = results.locate(cfg, seed)   # every path checked to lie under results_dir
     if (done := where.existing()) and not cfg.force:
         print(f"[dora-bench] seed {seed}: complete result exists, skipping ({where.result})")
         return done
-    started = time.time()
-    try:
-        result = _train(cfg, seed, where)
-    except UserError:
-        raise
-    except Exception as err:  # one seed failing must not lose the others: record it and go on
-        result = results.RunResult(status="failed", **_base_record(cfg, seed, where),
-                                   error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=20))
-    result.timing.wall_s = time.time() - started
-    if world()[0] == 0:
-        results.write_result(where.result, result)
-    return result
+    check = watch.check if watch is not None else lambda: None
+    check()
+    with locks.one_trainer(where, seed, cfg.lock, cfg.force, wait, check, *world()) as lock:
+        if lock is None:
+            return None
+        if (done := where.existing()) and not cfg.force:   # its holder finished it while we waited
+            print(f"[dora-bench] seed {seed}: complete result written by the process we waited for ({where.result})")
+            return done
+        started = time.time()
+        try:
+            result = _train(cfg, seed, where, watch)
+        except (UserError, StorageError, Preempted):
+            raise
+        except Exception as err:  # one seed failing must not lose the others: record it and go on
+            if isinstance(err, OSError) and err.errno in FULL_OR_READ_ONLY:  # not the seed's fault: stop
+                raise StorageError(err.filename or where.result.parent, err) from err
+            result = results.RunResult(status="failed", **_base_record(cfg, seed, where),
+                                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=20))
+        result.timing.wall_s = time.time() - started
+        if world()[0] == 0:
+            if lock is not True and lock.lost:
+                print(f"[dora-bench] seed {seed}: another process took the lock over while this one trained; "
+                      f"its result is left to that process", file=sys.stderr)
+                return None
+            results.write_result(where.result, result)
+            if result.complete and not cfg.keep_checkpoints:   # only once the result is safe
+                shutil.rmtree(where.checkpoints, ignore_errors=True)
+        return result
 
 
-def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.RunResult:
+def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
+           watch: PreemptionWatch | None = None) -> results.RunResult:
     task = get_task(cfg.task.family)
     raw, fingerprint = task.load(cfg)
     set_seed(seed)  # before the head and the adapters are initialised
@@ -108,7 +153,8 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
     trainer = trainer_cls(model=handle.model, args=args, train_dataset=data.train, eval_dataset=data.eval_sets,
                           data_collator=data.collator,
                           processing_class=tokenizer, **data.trainer_kwargs)
-    trainer.setup_bench(handle, data.evaluate, where.fingerprint, predictions_dir=where.predictions)
+    trainer.setup_bench(handle, data.evaluate, where.fingerprint, predictions_dir=where.predictions,
+                        preemption=watch, save_steps=t.get("save_steps"))
     resume = None if cfg.force else latest_checkpoint(out_dir, where.fingerprint)
     if resume is None and out_dir.exists():  # unfinished checkpoints (or force=true): start afresh
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -117,6 +163,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
         load_method_state(handle, resume)  # the Trainer restores weights, optimizer and schedule itself
     memory.reset_peak()
     train_output = trainer.train(resume_from_checkpoint=resume)
+    trainer.raise_if_preempted()
     if trainer.state.global_step != total_steps:
         raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
 
@@ -145,14 +192,12 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation) -> results.Ru
         record.select(cfg.report)
     except ValueError as err:
         raise RuntimeError(f"no usable evaluation: {err}") from None
-    if world()[0] == 0:
-        if handle.export is not None:
-            adapter_dir = where.result.with_suffix(".adapter")
+    if world()[0] == 0 and handle.export is not None:
+        adapter_dir = where.result.with_suffix(".adapter")
+        with writing(adapter_dir, remove_on_failure=True):
             adapter_dir.mkdir(parents=True, exist_ok=True)
             handle.export(str(adapter_dir))
-            record.adapter_dir = str(adapter_dir)
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        record.adapter_dir = str(adapter_dir)
     return record
 
 

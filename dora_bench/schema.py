@@ -30,6 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 ROUGE_L_VARIANTS = ("rougeL", "rougeLsum")
 ADAPTER_CONFIGS = ("double_seq_bn", "seq_bn")  # methods.adapters.ADAPTER_CONFIGS (AdapterHub classes)
+LOCK_WHEN_HELD = ("wait", "skip")
 
 
 class ConfigError(UserError):
@@ -78,6 +79,36 @@ class Choice:
         return ", ".join(map(str, self.options))
 
 
+# Values that become file or folder names (result, checkpoint, log and Hydra output paths): one name each,
+# never a path. results._SAFE, which shapes variant folder names, is the same character set.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
+SAFE_NAME_TEXT = "letters, digits, '.', '_', '+', '-' (it names a folder: no '/', not '.' or '..')"
+
+
+@dataclass(frozen=True)
+class PathPart:
+    """A config value that becomes (part of) a folder name, so that no value can lead a path elsewhere."""
+
+    empty_ok: bool = False
+
+    def allows(self, value) -> bool:
+        if value == "" and self.empty_ok:
+            return True
+        return isinstance(value, str) and SAFE_NAME.fullmatch(value) is not None and value not in (".", "..")
+
+    def text(self) -> str:
+        return SAFE_NAME_TEXT + (", or empty" if self.empty_ok else "")
+
+
+def path_part(key: str, value):
+    """Resolver `${dora_bench.path_part:tag,${tag}}` (Hydra's output folders): the value, or the schema's refusal.
+    Hydra creates its run folder before the app validates the config, so the folder's own parts check here."""
+    rule = PathPart(empty_ok=key == "tag")
+    if not rule.allows(value):
+        raise ConfigError(f"{key}={value!r} is not valid; allowed: {rule.text()}")
+    return value
+
+
 def _default(value) -> dict:
     if isinstance(value, (list, dict)):
         return {"default_factory": lambda: value.copy()}
@@ -93,6 +124,11 @@ def ranged(default=MISSING, *, ge=None, gt=None, le=None, lt=None, doc: str = ""
 
 def choice(default=MISSING, *, options: Sequence, doc: str = ""):
     return field(**_default(default), metadata={"check": Choice(tuple(options)), "doc": doc})
+
+
+def path_name(default=MISSING, *, doc: str, empty_ok: bool = False):
+    """A string that becomes a folder name (see PathPart)."""
+    return field(**_default(default), metadata={"check": PathPart(empty_ok), "doc": doc})
 
 
 def plain(default=MISSING, *, doc: str = "", allowed: str = ""):
@@ -131,7 +167,7 @@ class Checked:
 @dataclass
 class Model(Checked):
     KEY: ClassVar[str] = "model"
-    name: str = plain(doc="config name, used in result paths")
+    name: str = path_name(doc="config name, used in result paths")
     name_or_path: Optional[str] = plain(None, doc="hub id or local folder (config.json, tokenizer, safetensors)")
     package: Optional[str] = plain(None, doc="Python package shipping the weights (minilm)")
     random_init: Optional[Dict[str, Any]] = plain(None, doc="transformers config of a random test model")
@@ -152,7 +188,7 @@ class Model(Checked):
 @dataclass
 class Budget(Checked):
     KEY: ClassVar[str] = "budget"
-    name: str = plain(doc="config name, used in result paths")
+    name: str = path_name(doc="config name, used in result paths")
     rank: int = ranged(ge=1, doc="LoRA r / AdaLoRA target_r / DoRA final budget b(T)")
     houlsby_bottleneck: int = ranged(ge=1, doc="Houlsby adapter bottleneck at this budget")
     pfeiffer_bottleneck: int = ranged(ge=1, doc="Pfeiffer adapter bottleneck at this budget")
@@ -192,7 +228,7 @@ class Rouge(Checked):
 class Task(Checked):
     KEY: ClassVar[str] = "task"
     FAMILY: ClassVar[str] = ""
-    name: str = plain(doc="task name, used in result paths")
+    name: str = path_name(doc="task name, used in result paths")
     family: str = plain(doc="task family (module dora_bench.tasks.<family>)", allowed="the schema's family")
     head: str = choice(options=HEADS, doc="model head the task needs")
     metric: str = plain(doc="headline metric (the result's score)", allowed="a metric the family reports")
@@ -265,7 +301,7 @@ class XsumTask(Task):
 class Method(Checked):
     KEY: ClassVar[str] = "method"
     IMPL: ClassVar[str] = ""
-    name: str = plain(doc="method name, used in result paths")
+    name: str = path_name(doc="method name, used in result paths")
     impl: str = plain(doc="module dora_bench.methods.<impl>", allowed="the schema's implementation")
     uses_budget: bool = plain(doc="whether the budget group changes this method (else one result path)")
 
@@ -402,6 +438,8 @@ class Trainer(Checked):
     tf32: bool = plain(True, doc="TF32 matmuls (only where CUDA hardware has them)")
     compile: bool = plain(False, doc="torch.compile the model")
     report_to: str = choice("none", options=REPORT_TO, doc="experiment tracker for the training logs")
+    save_steps: Optional[int] = ranged(None, ge=1, doc="also checkpoint every N optimizer steps (long epochs); "
+                                       "null: at epoch ends only")
 
     def check(self) -> None:
         if self.precision == "fp16" and (self.use_cpu or not _cuda_available()):
@@ -416,6 +454,17 @@ def _cuda_available() -> bool:
 
 
 @dataclass
+class Lock(Checked):
+    """One trainer per result (dora_bench/locks.py): what a process does when another one trains a seed."""
+
+    KEY: ClassVar[str] = "lock"
+    when_held: str = choice("wait", options=LOCK_WHEN_HELD, doc="another process trains the seed: wait for its "
+                            "result (the job's other seeds first) or skip it and go on")
+    stale_minutes: float = ranged(10.0, gt=0, doc="a holder on another host silent this long is gone: its lock "
+                                  "is taken over")
+
+
+@dataclass
 class Config(Checked):
     # budget before method: a bad budget.rank is named as such, not as the method key interpolating it
     model: Model = MISSING
@@ -426,12 +475,13 @@ class Config(Checked):
     seeds: List[int] = plain([1, 2, 3, 4, 5], doc="seeds run when seed is null", allowed="a non-empty list of integers")
     force: bool = plain(False, doc="rerun seeds whose complete result exists")
     report: str = choice("best", options=("best", "last"), doc="per-seed score: best dev epoch or last")
-    tag: str = plain("", doc="appended to the run name (experiment variants)")
+    tag: str = path_name("", doc="appended to the run name (experiment variants)", empty_ok=True)
     results_dir: str = plain("results", doc="where results and checkpoints go", allowed="a writable folder")
     cache_dir: str = plain(doc="feature and model cache ($DORA_BENCH_CACHE)")
     keep_checkpoints: bool = plain(False, doc="keep checkpoints after a seed completes")
     data: Data = field(default_factory=Data)
     trainer: Trainer = field(default_factory=Trainer)
+    lock: Lock = field(default_factory=Lock)
 
     def check(self) -> None:
         if not self.seeds:
@@ -542,7 +592,8 @@ def reference_markdown() -> str:
     top = {"config.yaml": yaml.safe_load((conf / "config.yaml").read_text())}
     parts = [_table("Top level (`conf/config.yaml`)", Config, "", top),
              _table("`data.` (`conf/config.yaml`)", Data, "data.", {k: v["data"] for k, v in top.items()}),
-             _table("`trainer.` (`conf/config.yaml`)", Trainer, "trainer.", {k: v["trainer"] for k, v in top.items()})]
+             _table("`trainer.` (`conf/config.yaml`)", Trainer, "trainer.", {k: v["trainer"] for k, v in top.items()}),
+             _table("`lock.` (`conf/config.yaml`)", Lock, "lock.", {k: v["lock"] for k, v in top.items()})]
     for group, schemas in GROUP_SCHEMAS.items():
         files = {p.name.removesuffix(".yaml"): yaml.safe_load(p.read_text())
                  for p in sorted((conf / group).iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
@@ -565,7 +616,7 @@ def _rows(schema: type, sources: dict[str, dict], path: str = ""):
     hints = get_type_hints(schema)
     for spec in fields(schema):
         kind = hints[spec.name]
-        if spec.name in GROUP_SCHEMAS or spec.name in ("data", "trainer") and schema is Config:
+        if spec.name in GROUP_SCHEMAS or spec.name in ("data", "trainer", "lock") and schema is Config:
             continue  # sections of their own
         if is_dataclass(kind):
             yield from _rows(kind, {k: (v or {}).get(spec.name) or {} for k, v in sources.items()}, f"{path}{spec.name}.")

@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dora_bench import results
+from dora_bench import locks, results
 from dora_bench.errors import UserError
 
 STATES = ("done", "running", "failed", "missing")
@@ -75,21 +75,30 @@ def expected_runs(overrides: list[str]) -> list[tuple[tuple[str, ...], DictConfi
     return list(runs.values())
 
 
-def seed_status(job: tuple[str, ...], seed: int, where: results.RunLocation, running_s: float,
+def seed_status(job: tuple[str, ...], seed: int, where: results.RunLocation, stale_s: float,
                 now: float) -> RunStatus:
+    """done / failed from the result file, running from the run's lock (its live holder named), else missing."""
     try:
         found = results.read_result(where.result)
     except ValueError:
         found = None
-    if found is not None and found.fingerprint == where.fingerprint:
-        state = "done" if found.complete else "failed"
-        detail = str(where.result) if found.complete else (found.error or "").splitlines()[0] if found.error else ""
-        return RunStatus(job, seed, state, detail, found.timing.wall_s or 0.0, str(found.env.get("device", "?")))
+    ours = found is not None and found.fingerprint == where.fingerprint
+    if ours and found.complete:
+        return RunStatus(job, seed, "done", str(where.result), found.timing.wall_s or 0.0,
+                         str(found.env.get("device", "?")))
+    lock = locks.inspect(where.lock, stale_s)
+    if lock is not None and lock.alive:
+        holder = lock.holder.describe() if lock.holder else "a process starting now"
+        return RunStatus(job, seed, "running", f"held by {holder}, heartbeat {lock.heartbeat_age_s:.0f} s ago",
+                         0.0, "")
+    if ours:
+        detail = (found.error or "").splitlines()[0] if found.error else ""
+        return RunStatus(job, seed, "failed", detail, found.timing.wall_s or 0.0, str(found.env.get("device", "?")))
     written = [p.stat().st_mtime for p in where.checkpoints.rglob("*")] if where.checkpoints.is_dir() else []
-    if written and now - max(written) < running_s:
-        return RunStatus(job, seed, "running", f"checkpoint written {(now - max(written)) / 60:.0f} min ago", 0.0, "")
-    detail = f"checkpoint {(now - max(written)) / 60:.0f} min old: resumes when relaunched" if written else ""
-    return RunStatus(job, seed, "missing", detail, 0.0, "")
+    notes = [f"checkpoint {(now - max(written)) / 60:.0f} min old: resumes when relaunched"] if written else []
+    if lock is not None and lock.holder is not None:
+        notes.append(f"lock left by {lock.holder.describe()}, gone ({lock.why}): taken over when relaunched")
+    return RunStatus(job, seed, "missing", "; ".join(notes), 0.0, "")
 
 
 def report(statuses: list[RunStatus]) -> str:
@@ -159,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dora-bench-status", description=__doc__.splitlines()[0],
                                      epilog="Relaunch the same dora-bench -m command to run what is missing or failed "
                                             "(finished seeds are skipped, interrupted ones resume).")
-    parser.add_argument("--running-minutes", type=float, default=30,
-                        help="a run whose checkpoint is newer than this counts as running (default 30)")
     parser.add_argument("--extend", action="store_true",
                         help="instead of the runs' states: the cells whose chosen value of a searched key is the "
                              "smallest or largest tried, the next value out (same ratio) and the command that runs it")
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(extensions(args.overrides))
                 return 0
             now = time.time()
-            statuses = [seed_status(job, seed, results.locate(cfg, seed), args.running_minutes * 60, now)
+            statuses = [seed_status(job, seed, results.locate(cfg, seed), cfg.lock.stale_minutes * 60, now)
                         for job, cfg, seed in expected_runs(args.overrides)]
     except (UserError, HydraException, OmegaConfBaseException) as err:
         print(f"dora-bench-status: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)

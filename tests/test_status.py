@@ -4,6 +4,7 @@ import re
 from helpers import TINY, run_cli
 
 from dora_bench import results
+from dora_bench.locks import RunLock
 
 
 def states_by_learning_rate(stdout: str) -> dict[float, str]:
@@ -15,13 +16,14 @@ def test_status_tells_done_failed_running_and_missing_runs_of_a_sweep(tmp_path, 
     common = ("task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", *TINY)
     ran = run_cli("-m", "trainer.learning_rate=1e-3,1e12", *common, cwd=tmp_path)  # 1e12: a non-finite loss
     assert ran.returncode == 0, ran.stderr[-2000:]
-    # a third configuration that is training now (fresh checkpoint), a fourth never started
+    # a third configuration that is training now (its lock held by this process), a fourth never started
     cfg = results.compose_config([*common, "trainer.learning_rate=5e-3", f"results_dir={tmp_path / 'results'}"])
-    checkpoint = results.locate(cfg, 1).checkpoints / "checkpoint-3"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text("{}")
-
-    out = run_cli("trainer.learning_rate=1e-3,1e12,5e-3,1e-2", *common, cwd=tmp_path, script="dora_bench.status")
+    lock = RunLock(results.locate(cfg, 1).lock, 600)
+    assert lock.try_acquire() is None
+    try:
+        out = run_cli("trainer.learning_rate=1e-3,1e12,5e-3,1e-2", *common, cwd=tmp_path, script="dora_bench.status")
+    finally:
+        lock.release()
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert states_by_learning_rate(out.stdout) == {1e-3: "done", 1e12: "failed", 5e-3: "running", 1e-2: "missing"}
