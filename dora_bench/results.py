@@ -37,6 +37,10 @@ READABLE_SCHEMAS = (1, 2)   # 1 is migrated on read (see _migrate_v1)
 NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                 "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to", "hydra")
 
+# Keys added to the schema after results were written, with the value every earlier run had: at that value they
+# are left out of the identity, so that earlier results (whose configs lack them) keep their identity and path.
+ADDED_KEYS = {"model.gguf_file": None, "model.dtype": "fp32", "trainer.gradient_checkpointing": False}
+
 # Where the data lies is not what it is: these location keys give way to `data.sha256`, a digest of the
 # files they point to, so a committed result is found again from any checkout of the same files.
 DATA_LOCATIONS = ("dir", "train_file", "validation_file")
@@ -84,6 +88,11 @@ def identity(cfg: DictConfig | dict, seed: int | None = None) -> dict[str, Any]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+    for dotted, earlier in ADDED_KEYS.items():
+        parent, _, last = dotted.rpartition(".")
+        node = spec.get(parent)
+        if isinstance(node, dict) and last in node and node[last] == earlier and type(node[last]) is type(earlier):
+            del node[last]
     method = spec.get("method")
     if isinstance(method, dict) and method.get("uses_budget") is False:
         spec.pop("budget", None)
@@ -323,6 +332,8 @@ class Timing:
     eval_runtime_s: float | None = None
     train_samples_per_s: float | None = None
     peak_memory_mb: float | None = None
+    train_tokens: int | None = None          # non-padding input tokens trained on (this process)
+    train_tokens_per_s: float | None = None  # train_tokens / the summed optimizer-step times
 
 
 @dataclass
@@ -358,6 +369,7 @@ class RunResult:
     timing: Timing = field(default_factory=Timing)
     data: dict[str, Any] = field(default_factory=dict)   # data file hashes
     adapter_dir: str | None = None
+    adapter_bytes: int | None = None  # the exported adapter's size on disk (None: the method exports none)
     error: str | None = None
     traceback: str | None = None
     schema: int = SCHEMA_VERSION

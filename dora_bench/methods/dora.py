@@ -17,9 +17,9 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         controller = apply_dora(model, config, total_steps)
     except ValueError as err:
         raise UserError(str(err).replace("DoraConfig.", "method.")) from None
-    heads = head_modules(model) or []
+    heads = head_modules(model, cfg.task.head) or []
     for name, parameter in model.named_parameters():
-        if is_head_parameter(name):
+        if is_head_parameter(name, cfg.task.head):
             parameter.requires_grad_(True)
 
     def summary() -> dict:
