@@ -28,6 +28,7 @@ def test_identity_is_the_resolved_config_without_the_listed_keys_and_with_the_se
     ident = leaves(identity(cfg(tmp_path, "seed=7"), 3))
     dropped = {k for k in resolved if any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
     dropped |= {f"data.{key}" for key in results.DATA_LOCATIONS}   # where the data lies (here: the hub)
+    dropped |= {k for k, earlier in results.ADDED_KEYS.items() if resolved[k] == earlier}   # added later, as before
     assert dropped >= {"results_dir", "cache_dir", "force", "keep_checkpoints", "report", "seeds",
                        "trainer.progress_bar", "trainer.logging_steps"}
     assert ident.pop("seed") == 3                                   # the run's seed, not cfg.seed
@@ -81,6 +82,15 @@ def test_every_key_that_can_change_the_numbers_moves_the_run(tmp_path, method, k
     assert a.fingerprint != b.fingerprint and a.result != b.result and a.checkpoints != b.checkpoints
     assert a.result.parent.name == "default"
     assert b.result.parent.name.startswith(f"{key}=") or f",{key}=" in b.result.parent.name, b.result
+
+
+@pytest.mark.parametrize("override", ["model.dtype=bf16", "trainer.gradient_checkpointing=true"])
+def test_keys_added_later_count_once_they_leave_the_value_every_earlier_run_had(tmp_path, override):
+    """Left out of the identity at their old value (earlier results keep their fingerprint and folder), they move
+    the run like any other key once changed."""
+    base, changed = locate(cfg(tmp_path), 1), locate(cfg(tmp_path, override), 1)
+    assert not {k for k in results.ADDED_KEYS if k in leaves(base.identity)}
+    assert base.fingerprint != changed.fingerprint and changed.result.parent.name == override
 
 
 def test_the_data_is_identified_by_its_content_not_its_folder(tmp_path):
