@@ -39,7 +39,8 @@ NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report
 
 # Keys added to the schema after results were written, with the value every earlier run had: at that value they
 # are left out of the identity, so that earlier results (whose configs lack them) keep their identity and path.
-ADDED_KEYS = {"model.gguf_file": None, "model.dtype": "fp32", "trainer.gradient_checkpointing": False}
+ADDED_KEYS = {"model.gguf_file": None, "model.dtype": "fp32", "trainer.gradient_checkpointing": False,
+              "method.adapter_dtype": "fp32"}
 
 # Where the data lies is not what it is: these location keys give way to `data.sha256`, a digest of the
 # files they point to, so a committed result is found again from any checkout of the same files.

@@ -397,6 +397,8 @@ class DoraMethod(Method):
     prune_interval: int = plain(doc="optimizer steps between pruning steps", allowed=">= 1")
     reg_coefficient: float = plain(doc="eta of the DEM loss (Eq. 10); 0 = without DEM", allowed=">= 0")
     schedule: str = plain("paper", doc="budget schedule", allowed="paper, authors_code")
+    adapter_dtype: str = plain("fp32", doc="dtype of A, B, c: fp32 also on a bf16/fp16 base, or the base weight's",
+                               allowed="fp32, base")
 
     def check(self) -> None:
         super().check()

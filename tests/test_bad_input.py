@@ -137,6 +137,8 @@ CASES = {
     "dora t_init + t_final": Case({"method": "dora", "method.t_init": "0.6"}, ("method.t_init + t_final=1.1", "< 1")),
     "dora dropout 1": Case({"method": "dora", "method.lora_dropout": "1"}, ("method.lora_dropout=1", "[0, 1)")),
     "dora schedule unknown": Case({"method": "dora", "method.schedule": "cubic"}, ("method.schedule='cubic'", "paper")),
+    "dora adapter dtype unknown": Case({"method": "dora", "method.adapter_dtype": "bf16"},
+                                       ("method.adapter_dtype='bf16'", "fp32", "base")),
     "dora prune interval 0": Case({"method": "dora", "method.prune_interval": "0"}, ("method.prune_interval=0", "positive")),
     "dora budget 0": Case({"method": "dora", "budget.rank": "0"}, ("budget.rank=0", ">= 1")),
     "adapter config unknown": Case({"method": "h_adapter", "method.adapter_config": "lora"},

@@ -16,7 +16,7 @@ RUN = ("task=gsm8k", f"task.validation_size={VALIDATION}", "task.max_new_tokens=
        "task.prune_interval=1", f"trainer.epochs={EPOCHS}", "trainer.batch_size=4", "trainer.max_length=128",
        "trainer.learning_rate=0.01", "trainer.logging_steps=1", "trainer.progress_bar=false", "seed=1")
 LLAMA_METHODS = ("full_ft", "lora", "adalora", "dora", "h_adapter", "p_adapter", "none")
-GPT2_METHODS = ("full_ft", "bitfit", "lora", "adalora", "h_adapter", "p_adapter")
+GPT2_METHODS = ("full_ft", "bitfit", "lora", "adalora", "dora", "h_adapter", "p_adapter")
 EXPORTS = {"lora", "adalora", "dora", "h_adapter", "p_adapter"}
 
 

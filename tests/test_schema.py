@@ -101,7 +101,7 @@ def test_run_seed_checks_the_schemas_without_the_cli(tmp_path, glue_dir, hydra_c
 def test_choices_match_the_code_that_uses_them():
     from transformers import SchedulerType
 
-    from dora_bench.dora.config import SCHEDULES
+    from dora_bench.dora.config import ADAPTER_DTYPES, SCHEDULES
     from dora_bench.methods.adapters import ADAPTER_CONFIGS
     from dora_bench.methods.base import PEFT_TASK_TYPES
     from dora_bench.models import MODEL_CLASSES
@@ -112,6 +112,8 @@ def test_choices_match_the_code_that_uses_them():
     assert set(schema.LR_SCHEDULERS) <= {s.value for s in SchedulerType}
     schedule = next(f for f in fields(schema.DoraMethod) if f.name == "schedule")
     assert schedule.metadata["allowed"].split(", ") == list(SCHEDULES)
+    adapter_dtype = next(f for f in fields(schema.DoraMethod) if f.name == "adapter_dtype")
+    assert adapter_dtype.metadata["allowed"].split(", ") == list(ADAPTER_DTYPES)
     assert set(schema.squad_metric_names(False)) <= set(squad_scores({"a": "x"}, {"a": ["x"]}, version_2=False))
     # v2: one answerable and one unanswerable question, so that every part is reported
     v2 = squad_scores({"a": "x", "b": ""}, {"a": ["x"], "b": []}, version_2=True)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 SCHEDULES = ("paper", "authors_code")
+# Dtype of A, B, c: fp32 whatever the base weights are (PEFT's autocast_adapter_dtype), or the base's own.
+ADAPTER_DTYPES = ("fp32", "base")
 
 
 def _fail(field: str, value: object, allowed: str) -> None:
@@ -20,7 +22,8 @@ class DoraConfig:
     exact names / dotted name suffixes (as in PEFT). Budgets are average kept components per
     matrix: ``final_budget`` is b(T), ``initial_budget`` is b(0) = r' (default ceil(1.5·b(T))).
     ``t_init`` / ``t_final`` are fractions of the total optimizer steps; ``prune_interval`` is Δ
-    in steps; ``reg_coefficient`` is η of the DEM loss (0 disables it).
+    in steps; ``reg_coefficient`` is η of the DEM loss (0 disables it). ``adapter_dtype``: A, B, c in
+    fp32 (default, also on a bf16/fp16 base) or in the dtype of the base weight they adapt.
     """
 
     target_modules: str | Sequence[str]
@@ -34,6 +37,7 @@ class DoraConfig:
     prune_interval: int = 10
     reg_coefficient: float = 0.1
     schedule: str = "paper"
+    adapter_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.target_modules:
@@ -63,3 +67,5 @@ class DoraConfig:
             _fail("reg_coefficient", self.reg_coefficient, "must be >= 0 (0 disables DEM)")
         if self.schedule not in SCHEDULES:
             _fail("schedule", self.schedule, f"must be one of {SCHEDULES}")
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            _fail("adapter_dtype", self.adapter_dtype, f"must be one of {ADAPTER_DTYPES}")

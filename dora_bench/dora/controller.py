@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import DoraConfig
 from .importance import ema_update_, importance_scores
-from .layer import DynamicRankLinear
+from .layer import DynamicRankLinear, is_adaptable
 from .regularizer import dem_penalty, group_by_shape
 from .schedule import make_schedule
 
@@ -22,29 +22,69 @@ def _is_target(name: str, target_modules: str | list[str]) -> bool:
     return any(name == target or name.endswith("." + target) for target in target_modules)
 
 
-def apply_dora(model: nn.Module, config: DoraConfig, total_steps: int) -> "DoraController":
-    """Freeze ``model`` and replace its targeted ``nn.Linear`` modules by ``DynamicRankLinear``.
+def _embedding_modules(model: nn.Module) -> dict[str, str]:
+    """Modules DoRA never adapts, by name, with the reason: the token embeddings and the output (vocabulary)
+    projection, ``lm_head``, which on decoders is tied to the embeddings and is not a head that trains."""
+    embeddings = {id(m) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        try:
+            module = getattr(model, getter)()
+        except (AttributeError, NotImplementedError):
+            continue
+        if isinstance(module, nn.Module):
+            embeddings.add(id(module))
+    found = {}
+    for name, module in model.named_modules():
+        if id(module) in embeddings:
+            found[name] = "the model's input or output embeddings"
+        elif id(getattr(module, "weight", None)) in embedding_weights:
+            found[name] = "its weight is tied to the token embeddings"
+    return found
 
-    Every parameter that exists before injection is frozen; only A, B, c train. Callers that
-    train a task head (e.g. ``classifier``) re-enable its ``requires_grad`` afterwards.
-    ``total_steps`` is T, the number of optimizer steps. Seed before calling: A and B are
-    initialised here.
+
+def find_targets(model: nn.Module, target_modules: str | list[str]) -> list[str]:
+    """Names of the ``nn.Linear`` / ``Conv1D`` modules DoRA adapts; refuses a pattern matching embeddings."""
+    never = {name: why for name, why in _embedding_modules(model).items() if _is_target(name, target_modules)}
+    if never:
+        listed = ", ".join(f"{name} ({why})" for name, why in never.items())
+        raise ValueError(f"DoraConfig.target_modules={target_modules!r} matches {listed}: DoRA never adapts "
+                         "embeddings or lm_head; narrow the pattern to attention and MLP projections")
+    adaptable = [name for name, module in model.named_modules() if is_adaptable(module)]
+    targets = [name for name in adaptable if _is_target(name, target_modules)]
+    if not targets:
+        raise ValueError(
+            f"DoraConfig.target_modules={target_modules!r} matched no nn.Linear or Conv1D module; "
+            f"their names look like {adaptable[:5]}"
+        )
+    return targets
+
+
+def apply_dora(model: nn.Module, config: DoraConfig, total_steps: int) -> "DoraController":
+    """Freeze ``model`` and replace its targeted ``nn.Linear`` / ``Conv1D`` modules by ``DynamicRankLinear``.
+
+    Every parameter that exists before injection is frozen; only A, B, c train (in fp32 unless
+    ``config.adapter_dtype`` is "base"). Callers that train a task head (e.g. ``classifier``) re-enable its
+    ``requires_grad`` afterwards. ``total_steps`` is T, the number of optimizer steps. Seed before calling:
+    A and B are initialised here.
+
+    Gradient checkpointing: the frozen embeddings' output does not require grad, so reentrant checkpointing
+    (transformers' default) gives A, B, c no gradient (peft issue 1142). Enable it with
+    ``model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})``
+    (through the Trainer: ``gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}``),
+    or call ``model.enable_input_require_grads()`` before reentrant checkpointing.
     """
     if int(total_steps) != total_steps or total_steps < 1:
         raise ValueError(f"total_steps={total_steps!r} must be a positive integer number of optimizer steps")
-    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    targets = [name for name in linear_names if _is_target(name, config.target_modules)]
-    if not targets:
-        raise ValueError(
-            f"DoraConfig.target_modules={config.target_modules!r} matched no nn.Linear module; "
-            f"nn.Linear names look like {linear_names[:5]}"
-        )
+    targets = find_targets(model, config.target_modules)
+    dtype = torch.float32 if config.adapter_dtype == "fp32" else None
     model.requires_grad_(False)
     layers: OrderedDict[str, DynamicRankLinear] = OrderedDict()
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        layer = DynamicRankLinear(getattr(parent, child), config.initial_budget, config.lora_alpha, config.lora_dropout)
+        layer = DynamicRankLinear(getattr(parent, child), config.initial_budget, config.lora_alpha,
+                                  config.lora_dropout, dtype=dtype)
         setattr(parent, child, layer)
         layers[name] = layer
     return DoraController(layers, config, int(total_steps))

@@ -22,7 +22,8 @@ def _component_tensors(layer: DynamicRankLinear) -> tuple[torch.Tensor, torch.Te
     if kept.numel() == 0:
         return None
     lora_a = layer.A.detach()[kept]
-    lora_b = layer.B.detach()[:, kept] * layer.c.detach()[kept]
+    # The product in fp32, stored in the adapter's dtype (PEFT upcasts half-precision adapters on load).
+    lora_b = (layer.B.detach()[:, kept].float() * layer.c.detach()[kept].float()).to(layer.B.dtype)
     return lora_a.contiguous().cpu(), lora_b.contiguous().cpu()
 
 
@@ -56,6 +57,13 @@ def export_peft_lora(
     after the final mask these are the kept ones; earlier, regrown pruned ones count too.
     Per module, lora_A = A[kept], lora_B = B[:, kept]·diag(c[kept]) and alpha = s·r_k, so PEFT's
     scaling alpha/r_k equals DoRA's s. Modules without a component are left out.
+
+    lora_A (r_k × d_in) and lora_B (d_out × r_k) have one orientation for ``nn.Linear`` and GPT-2's
+    ``Conv1D``; only the base weight of a Conv1D is stored transposed, which PEFT's ``fan_in_fan_out`` says
+    (it transposes B·A when merging). ``rank_pattern`` / ``alpha_pattern`` are keyed by full module names:
+    PEFT matches a key as a regex ending at the end of a name and starting at a dot, so the key of
+    ``layers.1.…`` never matches ``layers.11.…``. Decoders pass ``modules_to_save=()`` (their lm_head is tied
+    to the embeddings and does not train) and ``task_type="CAUSAL_LM"``.
     """
     # Imported here so that training with DoRA needs torch only.
     from peft import LoraConfig
@@ -70,6 +78,8 @@ def export_peft_lora(
         ranks[name] = pair[0].shape[0]
     if not ranks:
         raise ValueError("every DoRA component has c = 0: there is no update to export")
+    # One flag for all targets; PEFT corrects it per module (with a warning) on a model mixing both kinds.
+    fan_in_fan_out = any(controller.layers[name].fan_in_fan_out for name in ranks)
     tensors.update(_head_tensors(model, modules_to_save))
 
     scaling = next(iter(controller.layers.values())).scaling
@@ -83,6 +93,7 @@ def export_peft_lora(
         target_modules=list(ranks),
         rank_pattern=ranks,
         alpha_pattern={name: scaling * rank for name, rank in ranks.items()},
+        fan_in_fan_out=fan_in_fan_out,
         modules_to_save=list(modules_to_save) or None,
         task_type=task_type,
         base_model_name_or_path=base_model_name_or_path,

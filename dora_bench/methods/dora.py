@@ -16,7 +16,9 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         config = DoraConfig(target_modules=cfg.model.adapted_modules, **options)
         controller = apply_dora(model, config, total_steps)
     except ValueError as err:
-        raise UserError(str(err).replace("DoraConfig.", "method.")) from None
+        # The targets come from the model config; every other option from method.
+        message = str(err).replace("DoraConfig.target_modules", "model.adapted_modules")
+        raise UserError(message.replace("DoraConfig.", "method.")) from None
     heads = head_modules(model, cfg.task.head) or []
     for name, parameter in model.named_parameters():
         if is_head_parameter(name, cfg.task.head):
@@ -51,6 +53,7 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         summary=summary,
         signals=signals,
         final_structure_step=controller.final_step,
+        extra={"controller": controller},
         export=lambda out_dir: export_peft_lora(model, controller, out_dir, modules_to_save=heads,
                                                 task_type=PEFT_TASK_TYPES[cfg.task.head],
                                                 base_model_name_or_path=cfg.model.name_or_path),
