@@ -113,7 +113,6 @@ def _pad_with_eos(model, tokenizer) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
 # ---- GGUF files (llama.cpp): dequantised once into the cache -------------------------------------
