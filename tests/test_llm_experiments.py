@@ -59,3 +59,35 @@ def test_the_zero_shot_reference_is_one_run_per_seed_in_llm_cpu():
     identities = {results.fingerprint(results.identity(compose("config", overrides=[
         "+experiment=llm_cpu", "method=none", f"lr_grid={grid}"]), 1)) for grid in ("llm_low", "llm_mid", "llm_high")}
     assert len(identities) == 1
+
+
+DECODER_PRESETS = ("tiny_llama", "tiny_gpt2", "stories260k", "smollm2_135m", "smollm2_135m_hub", "qwen2_5_0_5b",
+                   "llama3_2_1b", "llama3_2_3b")
+
+
+@pytest.mark.parametrize("preset", DECODER_PRESETS)
+def test_every_decoder_preset_validates_and_adapts_every_projection_of_every_layer(preset):
+    """The preset's regex, applied to the module names of a small model of its architecture, matches the seven
+    projections of every layer (GPT-2: its four Conv1D, both c_proj included) and never lm_head or embeddings."""
+    import re
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from dora_bench.schema import validate
+
+    cfg = compose("config", overrides=[f"model={preset}", "task=gsm8k", "trainer.max_length=256"])
+    validate(cfg)
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2)
+    kind = "gpt2" if "gpt2" in preset else "qwen2" if "qwen" in preset else "llama"
+    with torch.device("meta"):
+        model = {"gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4)),
+                 "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**small)),
+                 "llama": lambda: LlamaForCausalLM(LlamaConfig(**small))}[kind]()
+    matched = [name for name, _ in model.named_modules() if re.fullmatch(cfg.model.adapted_modules, name)]
+    per_layer = 4 if kind == "gpt2" else 7
+    assert len(matched) == 3 * per_layer, matched
+    assert not [name for name in matched if "lm_head" in name or "emb" in name or "wte" in name]
+    if kind == "gpt2":
+        assert sum(name.endswith("c_proj") for name in matched) == 2 * 3
