@@ -56,11 +56,13 @@ class FailedRun:
 
 
 def objective(outcomes: list[RunResult], report: str) -> float | FailedRun:
-    """What a sweeper maximises: the mean dev score over the run's seeds under the `report` rule."""
+    """What a sweeper maximises: the mean dev score over the run's seeds under the `report` rule, negated for a
+    lower-is-better metric (answer NLL), so that every search maximises (`direction: maximize`) whatever the metric."""
     failed = [r.seed for r in outcomes if not r.complete]
     if failed or not outcomes:
         return FailedRun(failed)
-    return float(np.mean([r.select(report).score for r in outcomes]))
+    mean = float(np.mean([r.select(report).score for r in outcomes]))
+    return -mean if outcomes[0].lower_is_better else mean
 
 
 def moved_key_error(overrides: list[str]) -> str | None:

@@ -178,6 +178,7 @@ class BenchTrainerMixin:
         self.run_fingerprint = run_fingerprint
         self.step_timer = StepTimer()
         self.eval_seconds: list[float] = []
+        self._tokens = 0  # non-padding input tokens trained on (a tensor once counting starts: no sync per batch)
         self.add_callback(MethodStepCallback(handle))
         self.add_callback(self.step_timer)
         self.add_callback(CheckpointCallback(handle, run_fingerprint))
@@ -234,6 +235,8 @@ class BenchTrainerMixin:
         return 1 if trainer_divides else self.current_gradient_accumulation_steps
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        self._tokens = self._tokens + (mask.sum() if mask is not None else inputs["input_ids"].numel())
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.state.global_step % max(self.args.logging_steps, 1) == 0 and not torch.isfinite(loss).all():
             raise NonFiniteLoss(
@@ -241,6 +244,11 @@ class BenchTrainerMixin:
                 f"(learning rate {self._get_learning_rate():.3g})"
             )
         return loss
+
+    @property
+    def train_tokens(self) -> int:
+        """Non-padding input tokens this process trained on (the throughput's numerator)."""
+        return int(self._tokens)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training-step entry: what the method is doing at this step goes with it

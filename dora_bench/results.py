@@ -43,7 +43,10 @@ NOT_IDENTITY = ("results_dir", "cache_dir", "force", "keep_checkpoints", "report
 # still found (and never retrained); any other value is part of the identity like every key. A new key whose
 # default changes the numbers does not belong here: its runs are new configurations.
 ADDED_KEYS: dict[str, Any] = {
-    "method.adapter_dtype": "fp32",   # DoRA's A, B, c took the base's dtype, and every base was fp32
+    "method.adapter_dtype": "fp32",             # DoRA's A, B, c took the base's dtype, and every base was fp32
+    "model.dtype": "fp32",                      # base weights loaded in fp32
+    "model.gguf_file": None,                    # weights from safetensors, not a GGUF file
+    "trainer.gradient_checkpointing": False,
 }
 
 # Where the data lies is not what it is: these location keys give way to `data.sha256`, a digest of the
@@ -106,8 +109,14 @@ def _pop(spec: dict[str, Any], dotted: str, only_if: Any = ABSENT) -> None:
     node = spec
     for part in parents:
         node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict) and last in node and (only_if is ABSENT or _canonical(node[last]) == only_if):
+    if isinstance(node, dict) and last in node and (only_if is ABSENT or _same(node[last], only_if)):
         node.pop(last)
+
+
+def _same(value: Any, expected: Any) -> bool:
+    """Equal and of one kind: False is not 0, 1.0 is 1 (see _canonical)."""
+    value = _canonical(value)
+    return value == expected and type(value) is type(expected)
 
 
 def _data_by_content(spec: dict[str, Any]) -> None:
@@ -362,6 +371,8 @@ class Timing:
     # "run": the peak since this run's training began (memory.reset_peak); None (results written before it was
     # recorded): on a CPU the process's lifetime peak, which in a multirun includes the jobs before it
     peak_memory_scope: str | None = None
+    train_tokens: int | None = None          # non-padding input tokens trained on (this process)
+    train_tokens_per_s: float | None = None  # train_tokens / the summed optimizer-step times
 
 
 @dataclass
@@ -398,6 +409,7 @@ class RunResult:
     data: dict[str, Any] = field(default_factory=dict)   # data file hashes
     search_space: dict[str, Any] | None = None   # an Optuna trial: the space it was drawn from (search_space.py)
     adapter_dir: str | None = None
+    adapter_bytes: int | None = None  # the exported adapter's size on disk (None: the method exports none)
     error: str | None = None
     traceback: str | None = None
     schema: int = SCHEMA_VERSION

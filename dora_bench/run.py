@@ -22,11 +22,11 @@ from transformers import TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_tf32_available
 
-from dora_bench import locks, memory, results, schema, search_space
-from dora_bench.engine import (BenchSeq2SeqTrainer, BenchTrainer, latest_checkpoint, load_method_state,
-                               optimizer_steps)
+from dora_bench import engine, locks, memory, results, schema, search_space
+from dora_bench.engine import latest_checkpoint, load_method_state, optimizer_steps
 from dora_bench.errors import UserError
-from dora_bench.methods import apply_method
+from dora_bench.heads import head
+from dora_bench.methods import apply_method, check_method
 from dora_bench.models import load_model
 from dora_bench.preemption import Preempted, PreemptionWatch
 from dora_bench.storage import StorageError, writing
@@ -141,6 +141,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
     raw, fingerprint = task.load(cfg)
     set_seed(seed)  # before the head and the adapters are initialised
     model, tokenizer = load_model(cfg.model, cfg.task.head, cfg.cache_dir, **task.model_kwargs(cfg))
+    check_method(model, cfg)  # before any data is tokenised
     data = task.prepare(cfg, tokenizer, raw, fingerprint)
     _, world_size = world()
     t = cfg.trainer
@@ -149,7 +150,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
 
     out_dir = where.checkpoints
     args = _training_arguments(cfg, seed, out_dir, world_size, logs=where.logs)
-    trainer_cls = BenchSeq2SeqTrainer if cfg.task.head == "seq2seq" else BenchTrainer
+    trainer_cls = getattr(engine, head(cfg.task.head).trainer)
     trainer = trainer_cls(model=handle.model, args=args, train_dataset=data.train, eval_dataset=data.eval_sets,
                           data_collator=data.collator,
                           processing_class=tokenizer, **data.trainer_kwargs)
@@ -162,10 +163,15 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
         print(f"[dora-bench] seed {seed}: resuming from {resume}")
         load_method_state(handle, resume)  # the Trainer restores weights, optimizer and schedule itself
     memory.reset_peak()
-    train_output = trainer.train(resume_from_checkpoint=resume)
-    trainer.raise_if_preempted()
-    if trainer.state.global_step != total_steps:
-        raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
+    if handle.trains:
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+        trainer.raise_if_preempted()
+        if trainer.state.global_step != total_steps:
+            raise RuntimeError(f"planned {total_steps} optimizer steps but the trainer took {trainer.state.global_step}")
+    else:  # an evaluation-only reference (method=none): one evaluation of the model as loaded, at step 0
+        trainer.state.epoch, train_metrics, total_steps = 0.0, {}, 0
+        trainer.evaluate()
+    step_times = trainer.step_timer.step_times()
 
     agreement = ranks_agree(handle) if world_size > 1 else None
     record = results.RunResult(
@@ -181,11 +187,13 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
         train=results.TrainInfo(optimizer_steps=total_steps, train_samples=len(data.train),
                                 eval_samples={k: len(v) for k, v in data.eval_sets.items()},
                                 resumed_from=resume, world_size=world_size, rank_agreement=agreement),
-        timing=results.Timing(train_runtime_s=train_output.metrics.get("train_runtime"),
-                              step_time_median_s=median(trainer.step_timer.step_times() or [float("nan")]),
+        timing=results.Timing(train_runtime_s=train_metrics.get("train_runtime"),
+                              step_time_median_s=median(step_times or [float("nan")]),
                               eval_runtime_s=trainer.eval_seconds[-1] if trainer.eval_seconds else None,
-                              train_samples_per_s=train_output.metrics.get("train_samples_per_second"),
-                              peak_memory_mb=memory.peak_mb(), peak_memory_scope="run"),
+                              train_samples_per_s=train_metrics.get("train_samples_per_second"),
+                              peak_memory_mb=memory.peak_mb(), peak_memory_scope="run",
+                              train_tokens=trainer.train_tokens,
+                              train_tokens_per_s=trainer.train_tokens / sum(step_times) if step_times else None),
         data=fingerprint,
     )
     try:
@@ -198,6 +206,7 @@ def _train(cfg: DictConfig, seed: int, where: results.RunLocation,
             adapter_dir.mkdir(parents=True, exist_ok=True)
             handle.export(str(adapter_dir))
         record.adapter_dir = str(adapter_dir)
+        record.adapter_bytes = sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file())
     return record
 
 
@@ -271,9 +280,12 @@ def _training_arguments(cfg: DictConfig, seed: int, out_dir: Path, world_size: i
         logging_dir=str(logs or logs_dir(cfg, seed)),
         save_safetensors=True,
         ddp_find_unused_parameters=False,
+        # non-reentrant checkpointing: adapters behind frozen embeddings still get gradients (peft issue 1142)
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         **accelerator_arguments(t),
     )
-    if cfg.task.head == "seq2seq":
+    if head(cfg.task.head).predict_with_generate:
         from transformers import Seq2SeqTrainingArguments
 
         return Seq2SeqTrainingArguments(predict_with_generate=True, **kwargs,

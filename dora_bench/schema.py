@@ -20,8 +20,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dora_bench.errors import UserError
+from dora_bench.heads import HEADS as HEAD_TABLE
 
-HEADS = ("seq_cls", "qa", "seq2seq")  # task heads; models.MODEL_CLASSES has one model class for each
+HEADS = tuple(HEAD_TABLE)  # task heads: dora_bench/heads.py says what each implies
 HEADS_ALLOWED = f"a non-empty list of {', '.join(HEADS)}"
 # transformers schedules that need no extra arguments (lr_scheduler_kwargs is not exposed)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -31,6 +32,9 @@ REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 ROUGE_L_VARIANTS = ("rougeL", "rougeLsum")
 ADAPTER_CONFIGS = ("double_seq_bn", "seq_bn")  # methods.adapters.ADAPTER_CONFIGS (AdapterHub classes)
 LOCK_WHEN_HELD = ("wait", "skip")
+MODEL_DTYPES = ("fp32", "bf16")  # models.DTYPES
+FP32_BASE_IMPLS = ("full_ft", "bitfit", "adapters")  # methods that train in the base weights' precision
+GSM8K_METRICS = ("exact_match", "answer_nll", "answer_token_accuracy")  # what tasks/gsm8k.py reports
 
 
 class ConfigError(UserError):
@@ -171,6 +175,9 @@ class Model(Checked):
     name_or_path: Optional[str] = plain(None, doc="hub id or local folder (config.json, tokenizer, safetensors)")
     package: Optional[str] = plain(None, doc="Python package shipping the weights (minilm)")
     random_init: Optional[Dict[str, Any]] = plain(None, doc="transformers config of a random test model")
+    gguf_file: Optional[str] = plain(None, doc="GGUF file in the package or name_or_path folder (dequantised once)")
+    dtype: str = choice("fp32", options=MODEL_DTYPES, doc="base weights' precision (bf16: only for methods whose own "
+                        "weights stay fp32)")
     max_positions: int = ranged(ge=1, doc="longest input the model accepts (tokens)")
     heads: List[str] = plain(doc="task heads the model family supports", allowed=HEADS_ALLOWED)
     adapted_modules: str = plain(doc="regex (fullmatch) of the matrices LoRA/AdaLoRA/DoRA adapt",
@@ -295,6 +302,43 @@ class XsumTask(Task):
                         f"<= {cfg.model.max_positions} (model {cfg.model.name}'s positions)")
 
 
+@dataclass
+class TestSplitFiles(Checked):
+    KEY: ClassVar[str] = "task.data_files"
+    train: str = plain(doc="training file name in data.dir")
+    test: str = plain(doc="test file name in data.dir (evaluated beside the validation slice, never chosen on)")
+
+
+@dataclass
+class Gsm8kTask(Task):
+    FAMILY: ClassVar[str] = "gsm8k"
+    prompt: str = plain(doc="prompt template; {question} is the question", allowed="text with {question}")
+    target: str = plain(doc="what follows the prompt in training; {answer} is the worked solution",
+                        allowed="text with {answer}")
+    strip_calculator: bool = plain(True, doc="remove the <<expr=value>> calculator notes from the answers")
+    validation_size: int = ranged(ge=1, doc="training questions held out as the validation slice (never trained on)")
+    validation_seed: int = plain(0, doc="seed of the validation slice (the same slice for every run seed)")
+    max_new_tokens: int = ranged(ge=1, doc="greedy generation length at evaluation (tokens)")
+    generate_samples: Optional[int] = ranged(None, ge=1, doc="questions per eval set whose generation is scored (the "
+                                             "first ones; null: all); NLL and token accuracy use every one")
+    hub_id: str = plain(doc="hub dataset when no local data is given")
+    hub_config: str = plain(doc="hub dataset config")
+    data_files: TestSplitFiles = field(default_factory=TestSplitFiles)
+
+    def check(self) -> None:
+        super().check()
+        if self.metric not in GSM8K_METRICS:
+            self.refuse("metric", self.metric, ", ".join(GSM8K_METRICS))
+        for key, placeholder in (("prompt", "question"), ("target", "answer")):
+            try:
+                filled = getattr(self, key).format(**{placeholder: ""})
+            except (KeyError, IndexError, ValueError) as err:
+                self.refuse(key, getattr(self, key), f"text with {{{placeholder}}} and no other field "
+                            f"({type(err).__name__}: {err}; write literal braces as {{{{ }}}})")
+            if filled == getattr(self, key):
+                self.refuse(key, getattr(self, key), f"text with {{{placeholder}}}")
+
+
 # ---- methods: one schema per implementation ----------------------------------------------------------------
 
 @dataclass
@@ -326,6 +370,13 @@ class FullFtMethod(OwnSchedule):
 @dataclass
 class BitFitMethod(OwnSchedule):
     IMPL: ClassVar[str] = "bitfit"
+
+
+@dataclass
+class NoneMethod(Method):
+    """Evaluation only: the base model as it is (a zero-shot reference)."""
+
+    IMPL: ClassVar[str] = "none"
 
 
 @dataclass
@@ -435,6 +486,7 @@ class Trainer(Checked):
     use_cpu: bool = plain(False, doc="train on the CPU even when a GPU is present")
     progress_bar: bool = plain(True, doc="tqdm progress bars")
     precision: str = choice("fp32", options=PRECISIONS, doc="training precision (fp16 needs CUDA)")
+    gradient_checkpointing: bool = plain(False, doc="recompute activations in the backward pass (less memory)")
     tf32: bool = plain(True, doc="TF32 matmuls (only where CUDA hardware has them)")
     compile: bool = plain(False, doc="torch.compile the model")
     report_to: str = choice("none", options=REPORT_TO, doc="experiment tracker for the training logs")
@@ -494,6 +546,11 @@ class Config(Checked):
             raise ConfigError(f"task={self.task.name} needs a {self.task.head} model but model={self.model.name} has "
                               f"{', '.join(self.model.heads)} heads; models with one: "
                               f"{', '.join(models_with_head(self.task.head))}")
+        if self.model.dtype != "fp32" and self.method.IMPL in FP32_BASE_IMPLS:
+            raise ConfigError(f"model.dtype={self.model.dtype!r} is not valid with method={self.method.name}, which "
+                              f"would train in {self.model.dtype} without fp32 master weights (Full FT and BitFit train "
+                              f"the base weights, AdapterHub's adapters compute in their precision); allowed: "
+                              f"model.dtype=fp32 (trainer.precision=bf16 still computes in bf16), or lora, adalora, dora")
         if self.trainer.max_length > self.model.max_positions:
             raise ConfigError(f"trainer.max_length={self.trainer.max_length} is not valid; allowed: <= "
                               f"{self.model.max_positions} (model {self.model.name}'s positions)")
@@ -516,12 +573,14 @@ SCHEMAS = {
     "schema_task_glue": GlueTask,
     "schema_task_squad": SquadTask,
     "schema_task_xsum": XsumTask,
+    "schema_task_gsm8k": Gsm8kTask,
     "schema_method_full_ft": FullFtMethod,
     "schema_method_bitfit": BitFitMethod,
     "schema_method_lora": LoraMethod,
     "schema_method_adalora": AdaLoraMethod,
     "schema_method_adapters": AdapterMethod,
     "schema_method_dora": DoraMethod,
+    "schema_method_none": NoneMethod,
 }
 
 SCHEMA_NAMES = {schema: name for name, schema in SCHEMAS.items()}
@@ -582,8 +641,9 @@ def type_words(kind) -> str:
 
 # ---- the README's config reference, generated from the schemas and the YAML values ---------------------------
 
-GROUP_SCHEMAS = {"model": (Model,), "budget": (Budget,), "task": (GlueTask, SquadTask, XsumTask),
-                 "method": (FullFtMethod, BitFitMethod, LoraMethod, AdaLoraMethod, AdapterMethod, DoraMethod)}
+GROUP_SCHEMAS = {"model": (Model,), "budget": (Budget,), "task": (GlueTask, SquadTask, XsumTask, Gsm8kTask),
+                 "method": (FullFtMethod, BitFitMethod, LoraMethod, AdaLoraMethod, AdapterMethod, DoraMethod,
+                            NoneMethod)}
 
 
 def reference_markdown() -> str:

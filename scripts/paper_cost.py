@@ -22,9 +22,10 @@ from dora_bench.tables import load_paper
 # Training examples. GLUE: the train splits of the GLUE benchmark (Wang et al., 2018, Table 1; exact counts as
 # in the Hugging Face nyu-mll/glue dataset card; CoLA, MRPC, RTE and STS-B equal the official TSVs' rows).
 # SQuAD: questions in train-v1.1.json / train-v2.0.json (long contexts add a few % of windows). XSum: the
-# official train split (Narayan et al., 2018; EdinburghNLP/xsum).
+# official train split (Narayan et al., 2018; EdinburghNLP/xsum). GSM8K: the official train.jsonl (Cobbe et al., 2021;
+# openai/gsm8k), of which task.validation_size questions are held out.
 TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
-               "qnli": 104743, "rte": 2490, "squad_v1": 87599, "squad_v2": 130319, "xsum": 204045}
+               "qnli": 104743, "rte": 2490, "squad_v1": 87599, "squad_v2": 130319, "xsum": 204045, "gsm8k": 7473}
 TABLE9_TASK = "qnli"
 # RoBERTa-base-shaped model, batch 16 x 128 tokens, 2 CPU threads: 8-11 s a step on the development machine.
 CPU_SECONDS_PER_EXAMPLE = 9.5 / 16
@@ -52,14 +53,16 @@ def main(argv=None) -> dict:
     rows = defaultdict(lambda: {"runs": 0, "steps": 0, "examples": 0, "gpu_h": 0.0, "epochs": {}, "timed": True})
     for _, cfg, _ in runs_of(args.experiment):
         t = cfg.trainer
-        examples = min(TRAIN_SIZES[cfg.task.name], cfg.data.max_train_samples or TRAIN_SIZES[cfg.task.name])
+        available = TRAIN_SIZES[cfg.task.name] - (cfg.task.get("validation_size") or 0)   # GSM8K's held-out slice
+        examples = min(available, cfg.data.max_train_samples or available)
+        epochs = 0 if cfg.method.impl == "none" else t.epochs   # the zero-shot reference evaluates only
         row = rows[cfg.task.name]
         row["runs"] += 1
-        row["steps"] += optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs)
-        row["examples"] += examples * t.epochs
-        row["epochs"][cfg.method.name] = int(t.epochs)
+        row["steps"] += optimizer_steps(examples, t.batch_size, 1, t.grad_accum, t.epochs) if epochs else 0
+        row["examples"] += examples * epochs
+        row["epochs"][cfg.method.name] = int(epochs)
         row["timed"] &= t.max_length == table9_length and cfg.method.name in per_example
-        row["gpu_h"] += examples * t.epochs * per_example.get(cfg.method.name, 0.0) / 3600
+        row["gpu_h"] += examples * epochs * per_example.get(cfg.method.name, 0.0) / 3600
     total = {key: sum(r[key] for r in rows.values()) for key in ("runs", "steps", "examples", "gpu_h")}
     total["timed"] = all(r["timed"] for r in rows.values())
     print(f"+experiment={args.experiment} at the paper's epochs (train sizes: scripts/paper_cost.py)\n")

@@ -29,7 +29,7 @@ def combinations():
 def test_every_task_method_budget_composes_and_passes_the_schemas():
     with initialize_config_module("dora_bench.conf", version_base="1.3"):
         for task, method, budget in combinations():
-            model = "bart_base" if task == "xsum" else "roberta_base"  # the model whose head the task needs
+            model = {"xsum": "bart_base", "gsm8k": "tiny_llama"}.get(task, "roberta_base")  # with the task's head
             cfg = compose("config", overrides=[f"task={task}", f"method={method}", f"budget={budget}", f"model={model}"])
             validate(cfg)
             resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -205,7 +205,7 @@ def test_exported_adapter_reproduces_the_runners_logits_in_stock_peft(tmp_path, 
     random_c_(controller)
     ranks = prune_to_final(controller)
     assert len(set(ranks.values())) > 1  # ranks differ per module: rank_pattern is exercised
-    heads = head_modules(model)
+    heads = head_modules(model, "causal_lm")
     assert heads is None  # a decoder has no head that trains: its lm_head is tied to the embeddings
     # What the runner's handle.export passes for the causal_lm head (PEFT task type CAUSAL_LM)
     export_peft_lora(model, controller, str(tmp_path), modules_to_save=heads or [], task_type="CAUSAL_LM")

@@ -16,10 +16,13 @@ EXPERIMENTS = sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath("experi
                      if p.name.endswith(".yaml"))
 GROUPS = ("task", "method", "budget", "model", "lr_grid")
 # Everything the paper's artefacts need; a name outside these sets is a typo.
-KNOWN = {"task": {"rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum"},
-         "method": {"full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora"},
-         "budget": {"small", "large", "b4", "b16"}, "model": {"roberta_base", "bart_base", "minilm"},
-         "lr_grid": {"lower", "low", "high", "higher"}}
+PAPER_TASKS = {"rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum"}
+PAPER_METHODS = {"full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora"}
+KNOWN = {"task": PAPER_TASKS | {"gsm8k"},
+         "method": PAPER_METHODS | {"none"},
+         "budget": {"small", "large", "b4", "b16"},
+         "model": {"roberta_base", "bart_base", "minilm", "smollm2_135m", "llama3_2_3b"},
+         "lr_grid": {"lower", "low", "high", "higher", "llm_low", "llm_mid", "llm_high"}}
 
 
 def available(group):
@@ -96,11 +99,12 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
     assert text.startswith("# @package _global_")
     assert set(data["hydra"]) == {"sweeper"}             # no launcher here: ignored in multirun, goes on the CLI
     assert not any("launcher" in entry for item in data.get("defaults", []) for entry in item)
-    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method"}, set(data)
+    assert set(data) <= {"defaults", "hydra", "tag", "trainer", "data", "method", "task"}, set(data)
     if is_search(name):
         assert "seed" not in data["hydra"]["sweeper"]["params"]   # a trial is every seed: its objective is their mean
     else:
-        assert sweep_lists(name)["seed"] == (["1", "2", "3"] if name == "cpu_glue" else ["1", "2", "3", "4", "5"])
+        cpu_study = name in ("cpu_glue", "llm_cpu")
+        assert sweep_lists(name)["seed"] == (["1", "2", "3"] if cpu_study else ["1", "2", "3", "4", "5"])
     for group, option in referenced(name):
         assert option in KNOWN[group], (group, option)
 
@@ -116,7 +120,7 @@ def test_every_job_of_the_sweep_composes(name):
 def test_table2_covers_all_methods_and_budgets_with_budget_as_outer_loop():
     lists = sweep_lists("table2")
     assert list(lists)[0] == "budget" and lists["budget"] == ["small", "large"]
-    assert set(lists["method"]) == KNOWN["method"] and len(lists["task"]) == 8
+    assert set(lists["method"]) == PAPER_METHODS and len(lists["task"]) == 8
 
 
 def test_table5_switches_dem_off_and_reuses_the_table2_runs_with_dem():
@@ -142,7 +146,7 @@ def test_search_spans_the_appendix_e_keys_around_table_8():
     assert set(space) <= set(tables.SEARCHED)               # the tables pick among exactly these
     hydra_cfg = compose("config", overrides=["+experiment=search"], return_hydra_config=True).hydra
     assert hydra_cfg.sweeper.direction == "maximize" and "optuna" in hydra_cfg.sweeper._target_
-    for task in KNOWN["task"]:                              # Table 8's values lie in the space, every task
+    for task in PAPER_TASKS:                                # Table 8's values lie in the space, every paper task
         model = ["model=bart_base"] if task == "xsum" else []   # the one seq2seq task
         table8 = composed("search", f"task={task}", *model)
         for key, override in space.items():
@@ -190,7 +194,7 @@ def test_cpu_glue_gives_every_method_a_ladder_of_rates_and_one_protocol_per_task
     of their own; the outer rungs are half the lower / twice the higher rate or repeat them, so each cell tries at
     least three rates in a geometric ladder; every method of a task trains the same examples for the same epochs."""
     lists = sweep_lists("cpu_glue")
-    assert set(lists["method"]) == KNOWN["method"] and lists["lr_grid"] == ["lower", "low", "high", "higher"]
+    assert set(lists["method"]) == PAPER_METHODS and lists["lr_grid"] == ["lower", "low", "high", "higher"]
     assert lists["seed"] == ["1", "2", "3"] and lists["task"] == ["stsb", "mrpc"]
     for task in lists["task"]:
         rates, protocol = {}, set()

@@ -31,6 +31,8 @@ CANNOT_CHANGE_THE_NUMBERS = {
     "seed",                                  # the config's seed: each run's own seed is passed to identity()
     "report",                                # applied when a result is read, from its stored epochs
     "trainer.progress_bar", "trainer.logging_steps", "trainer.report_to",
+    "trainer.save_steps",                    # extra checkpoints: resume is exact, so they change nothing
+    "lock.when_held", "lock.stale_minutes",  # what another process does while this run is trained
 }
 DATA_LOCATIONS = {"data.dir", "data.train_file", "data.validation_file"}   # identified by the files' content
 BUDGET_FREE = {"full_ft", "bitfit"}          # their runs ignore the budget group
@@ -134,6 +136,15 @@ def test_every_key_that_can_change_the_numbers_moves_the_run(tmp_path, method, k
     assert a.fingerprint != b.fingerprint and a.result != b.result and a.checkpoints != b.checkpoints
     assert a.result.parent.name == "default"
     assert b.result.parent.name.startswith(f"{key}=") or f",{key}=" in b.result.parent.name, b.result
+
+
+@pytest.mark.parametrize("override", ["model.dtype=bf16", "trainer.gradient_checkpointing=true"])
+def test_keys_added_later_count_once_they_leave_the_value_every_earlier_run_had(tmp_path, override):
+    """Left out of the identity at their old value (earlier results keep their fingerprint and folder), they move
+    the run like any other key once changed."""
+    base, changed = locate(cfg(tmp_path), 1), locate(cfg(tmp_path, override), 1)
+    assert not {k for k in results.ADDED_KEYS if k in leaves(base.identity)}
+    assert base.fingerprint != changed.fingerprint and changed.result.parent.name == override
 
 
 def test_the_data_is_identified_by_its_content_not_its_folder(tmp_path):

@@ -25,10 +25,11 @@ def group_files(group):
 
 def expected_schema(group, data):
     """The schema a group file must name: one per task family and one per method implementation."""
-    return {"task": {"glue": schema.GlueTask, "squad": schema.SquadTask, "xsum": schema.XsumTask}.get(data.get("family")),
+    return {"task": {"glue": schema.GlueTask, "squad": schema.SquadTask, "xsum": schema.XsumTask,
+                     "gsm8k": schema.Gsm8kTask}.get(data.get("family")),
             "method": {"full_ft": schema.FullFtMethod, "bitfit": schema.BitFitMethod, "lora": schema.LoraMethod,
                        "adalora": schema.AdaLoraMethod, "adapters": schema.AdapterMethod,
-                       "dora": schema.DoraMethod}.get(data.get("impl")),
+                       "dora": schema.DoraMethod, "none": schema.NoneMethod}.get(data.get("impl")),
             "model": schema.Model, "budget": schema.Budget}[group]
 
 
@@ -44,8 +45,10 @@ def test_every_group_file_names_its_schema_first_and_composes_to_it(group, hydra
         wanted = expected_schema(group, data)
         assert wanted is not None, (group, option)
         assert data["defaults"][0] == f"/{schema.SCHEMA_NAMES[wanted]}@_here_", (group, option)
-        other = {"task": "model=bart_base"} if option == "xsum" else {}
-        cfg = compose("config", overrides=[f"{group}={option}", *other.values()])
+        other = {"xsum": ["model=bart_base"], "gsm8k": ["model=tiny_llama"]}.get(option, []) if group == "task" else []
+        if group == "model" and "causal_lm" in data["heads"]:
+            other = ["task=gsm8k"]
+        cfg = compose("config", overrides=[f"{group}={option}", *other])
         assert OmegaConf.get_type(cfg[group]) is wanted, (group, option)
         assert set(data) - {"defaults"} == {f.name for f in fields(wanted)}, (group, option)  # the YAML sets every key
 

@@ -20,12 +20,12 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
                         f"in {total_steps} optimizer steps; allowed: t_init + t_final < 1 with enough steps")
     config = AdaLoraConfig(  # a fresh config per model: PEFT mutates it (rank_pattern) while training
         task_type=PEFT_TASK_TYPES[cfg.task.head], target_modules=cfg.model.adapted_modules,
-        modules_to_save=head_modules(model),
+        modules_to_save=head_modules(model, cfg.task.head),
         target_r=m.target_r, init_r=init_r, tinit=tinit, tfinal=tfinal, deltaT=m.delta_t,
         beta1=m.beta1, beta2=m.beta2, orth_reg_weight=m.orth_reg_weight, total_step=total_steps,
         lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
     )
-    peft_model = get_peft_model(model, config)
+    peft_model = get_peft_model(model, config, autocast_adapter_dtype=True)  # fp32 adapters on a bf16 base
     tuner = peft_model.base_model  # update_and_allocate lives on the unwrapped AdaLoraModel
     allocator = tuner.rankallocator
     dims = {name: (module.in_features, module.out_features)

@@ -11,29 +11,29 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-# Task heads train fully in every method and are excluded from the paper's parameter counts. BERT keeps
-# the dense+tanh of its sentence head in the encoder as `pooler`; RoBERTa's (the paper's model) has it in
-# `classifier`. Both are head, so a BERT model (MiniLM) is tuned under the paper's protocol.
-HEAD_NAME_PATTERNS = ("classifier", "qa_outputs", "score", "pooler")
-# PEFT task types per task head (PEFT then keeps the head trainable via modules_to_save).
-PEFT_TASK_TYPES = {"seq_cls": "SEQ_CLS", "qa": "QUESTION_ANS", "seq2seq": "SEQ_2_SEQ_LM"}
+from dora_bench.heads import HEADS, head
+
+# PEFT task types per task head (PEFT then keeps the head trainable via modules_to_save): dora_bench/heads.py.
+PEFT_TASK_TYPES = {name: entry.peft_task_type for name, entry in HEADS.items()}
 
 
-def is_head_parameter(name: str) -> bool:
-    return any(part in HEAD_NAME_PATTERNS for part in name.split("."))
+def is_head_parameter(name: str, task_head: str) -> bool:
+    """Whether a parameter belongs to the task head (dora_bench/heads.py), which trains fully in every method."""
+    return head(task_head).is_head_parameter(name)
 
 
-def head_modules(model: nn.Module) -> list[str] | None:
+def head_modules(model: nn.Module, task_head: str) -> list[str] | None:
     """The head modules present, by the names PEFT's modules_to_save matches (None: the model has none)."""
-    names = {part for name, _ in model.named_parameters() for part in name.split(".") if part in HEAD_NAME_PATTERNS}
+    wanted = head(task_head).head_modules
+    names = {part for name, _ in model.named_parameters() for part in name.split(".") if part in wanted}
     return sorted(names) or None
 
 
-def count_trainable(model: nn.Module, include_head: bool = True) -> int:
+def count_trainable(model: nn.Module, task_head: str, include_head: bool = True) -> int:
     return sum(
         p.numel()
         for n, p in model.named_parameters()
-        if p.requires_grad and (include_head or not is_head_parameter(n))
+        if p.requires_grad and (include_head or not is_head_parameter(n, task_head))
     )
 
 
@@ -56,7 +56,10 @@ class MethodHandle:
     # before it are not eligible for the reported score.
     final_structure_step: int = 0
     export: Callable[[str], None] | None = None
+    # False: an evaluation-only reference (method=none): the engine evaluates once and trains nothing.
+    trains: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    task_head: str = ""  # set by methods.apply_method from task.head
 
     def trainable_params(self, include_head: bool = True) -> int:
-        return count_trainable(self.model, include_head)
+        return count_trainable(self.model, self.task_head, include_head)

@@ -19,9 +19,9 @@ def apply(model, cfg, total_steps: int) -> MethodHandle:
         # The targets come from the model config; every other option from method.
         message = str(err).replace("DoraConfig.target_modules", "model.adapted_modules")
         raise UserError(message.replace("DoraConfig.", "method.")) from None
-    heads = head_modules(model) or []
+    heads = head_modules(model, cfg.task.head) or []
     for name, parameter in model.named_parameters():
-        if is_head_parameter(name):
+        if is_head_parameter(name, cfg.task.head):
             parameter.requires_grad_(True)
 
     def summary() -> dict:

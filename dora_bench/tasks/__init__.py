@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from dora_bench.errors import UserError
 from dora_bench.files import atomic_write_text
 from dora_bench.hub import require_hub
+from dora_bench.tasks.cache_key import feature_key
 
 
 @dataclass
@@ -101,9 +102,11 @@ def _cached_sha256(path: str, split: str, size: int, mtime_ns: int) -> str:  # s
     return text_file_sha256(Path(path), split)
 
 
-def cached_map(dataset: Dataset, fn: Callable, cache_dir: str, key: str, **map_kwargs) -> Dataset:
-    """`dataset.map(fn, batched=True)` computed once per key and reused across seeds and methods."""
-    target = Path(cache_dir) / "features" / hashlib.sha256(key.encode()).hexdigest()[:24]
+def cached_map(dataset: Dataset, fn: Callable, cache_dir: str, **map_kwargs) -> Dataset:
+    """`dataset.map(fn, batched=True)` computed once and reused across seeds and methods, for as long as nothing
+    that shapes the features changes: the rows, the function's code and bound values (templates, lengths, the
+    tokenizer) and the tokenising libraries (tasks/cache_key.py)."""
+    target = Path(cache_dir) / "features" / feature_key(dataset, fn, map_kwargs)[:24]
     if target.exists():
         return load_from_disk(str(target))
     features = dataset.map(fn, batched=True, load_from_cache_file=False, desc="tokenising", **map_kwargs)

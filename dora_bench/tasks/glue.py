@@ -179,9 +179,7 @@ def prepare(cfg: DictConfig, tokenizer, raw: DatasetDict, fingerprint: dict) -> 
 
     def features(split: str, n: int | None, what: str, shuffle_seed: int | None) -> Dataset:
         rows = limit(raw[split], n, what, shuffle_seed)
-        key = repr((fingerprint, split, len(rows), shuffle_seed, type(tokenizer).__name__,
-                    tokenizer.name_or_path, len(tokenizer), max_length))
-        return cached_map(rows, tokenise, cfg.cache_dir, key, remove_columns=rows.column_names)
+        return cached_map(rows, tokenise, cfg.cache_dir, remove_columns=rows.column_names)
 
     train = features("train", cfg.data.max_train_samples, "data.max_train_samples", cfg.data.subsample_seed)
     evals = {k: features(k, cfg.data.max_eval_samples, "data.max_eval_samples", None) for k in spec.eval_files}

@@ -171,10 +171,8 @@ def prepare(cfg: DictConfig, tokenizer, raw: DatasetDict, fingerprint: dict) -> 
     settings = SpanSettings(t.n_best, t.max_answer_length, t.version_2, t.null_threshold)
 
     def features(split: str, rows: Dataset, fn) -> Dataset:
-        key = repr(("squad", fingerprint, split, len(rows), cfg.data.subsample_seed, fn.__name__,
-                    type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length, t.doc_stride))
         return cached_map(rows, partial(fn, tokenizer=tokenizer, max_length=max_length, stride=t.doc_stride),
-                          cfg.cache_dir, key, remove_columns=rows.column_names)
+                          cfg.cache_dir, remove_columns=rows.column_names)
 
     train_rows = limit(raw["train"], cfg.data.max_train_samples, "data.max_train_samples", cfg.data.subsample_seed)
     # max_eval_samples counts questions; every window of a kept question is evaluated

@@ -105,10 +105,8 @@ def prepare(cfg: DictConfig, tokenizer, raw: DatasetDict, fingerprint: dict) -> 
     t, source_length = cfg.task, cfg.trainer.max_length  # lengths, ROUGE variant and metric: checked by the schema
 
     def features(split: str, rows: Dataset, target_length: int | None) -> Dataset:
-        key = repr(("xsum", fingerprint, split, len(rows), cfg.data.subsample_seed, type(tokenizer).__name__,
-                    tokenizer.name_or_path, len(tokenizer), source_length, target_length))
         fn = partial(tokenise, tokenizer=tokenizer, source_length=source_length, target_length=target_length)
-        return cached_map(rows, fn, cfg.cache_dir, key, remove_columns=rows.column_names)
+        return cached_map(rows, fn, cfg.cache_dir, remove_columns=rows.column_names)
 
     train_rows = limit(raw["train"], cfg.data.max_train_samples, "data.max_train_samples", cfg.data.subsample_seed)
     eval_rows = limit(raw["validation"], cfg.data.max_eval_samples, "data.max_eval_samples")
