@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 
 from dora_bench.engine import optimizer_steps
 from dora_bench.status import expected_runs
-from dora_bench.tables import load_paper
+from dora_bench.tables.paper import load_paper
 
 # Training examples. GLUE: the train splits of the GLUE benchmark (Wang et al., 2018, Table 1; exact counts as
 # in the Hugging Face nyu-mll/glue dataset card; CoLA, MRPC, RTE and STS-B equal the official TSVs' rows).
