@@ -61,6 +61,15 @@ def xsum_jsonl_binary(tmp: Path) -> dict:
     return {"task": "xsum", "model": "tiny_bart", "data.dir": str(folder)}
 
 
+def gsm8k_answer_without_mark(tmp: Path) -> dict:
+    folder = tmp / "gsm8k"
+    folder.mkdir()
+    good = {"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}
+    write_jsonl(folder / "train.jsonl", [good] * 60 + [{"question": "And 4 + 4?", "answer": "It is 8."}])
+    write_jsonl(folder / "test.jsonl", [good] * 4)
+    return {"task": "gsm8k", "model": "tiny_llama", "data.dir": str(folder)}
+
+
 def header_only_dev(tmp: Path) -> dict:
     folder = tmp / "rte"
     folder.mkdir()
@@ -107,6 +116,9 @@ CASES = {
     "group removed": Case({}, ("task has no value",), extra=("~task",)),
     "old dora block": Case({"dora.initial_budget": "3"}, ("dora.initial_budget", "method.initial_budget")),
     "results dir not writable": Case({}, ("results_dir=", "not writable"), unwritable_results),
+    "gsm8k answer without its final number": Case({}, ("train.jsonl", "row 61", "#### <number>"),
+                                                  gsm8k_answer_without_mark),
+    "lock choice unknown": Case({"lock.when_held": "never"}, ("lock.when_held='never'", "wait, skip")),
     # group choices
     "unknown task": Case({"task": "nope"}, ("task=nope", "rte", "squad_v1")),
     "unknown method": Case({"method": "nope"}, ("method=nope", "lora", "dora")),
@@ -128,6 +140,8 @@ CASES = {
                                                          "bart_base, tiny_bart")),
     # methods: every implementation
     "lora r 0": Case({"method.r": "0"}, ("method.r=0", ">= 1")),
+    "none with another implementation": Case({"method": "none", "method.impl": "lora"},
+                                             ("method.impl='lora'", "allowed: none")),
     "unknown method key": Case({}, ("method.foo=1 is not a config key", "lora_dropout"), extra=("+method.foo=1",)),
     "adalora t_init + t_final": Case({"method": "adalora", "method.t_init": "0.6"}, ("method.t_init + t_final=1.1", "< 1")),
     "adalora delta_t 0": Case({"method": "adalora", "method.delta_t": "0"}, ("method.delta_t=0", ">= 1")),
