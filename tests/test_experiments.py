@@ -22,7 +22,7 @@ KNOWN = {"task": PAPER_TASKS | {"gsm8k"},
          "method": PAPER_METHODS | {"none"},
          "budget": {"small", "large", "b4", "b16"},
          "model": {"roberta_base", "bart_base", "minilm", "smollm2_135m", "llama3_2_3b"},
-         "lr_grid": {"lower", "low", "high", "higher", "llm_low", "llm_mid", "llm_high"}}
+         "lr_grid": {"lower", "low", "high", "higher", "highest", "llm_low", "llm_mid", "llm_high"}}
 
 
 def available(group):
@@ -191,17 +191,18 @@ def test_command_line_overrides_beat_the_experiment(monkeypatch):
 
 def test_cpu_glue_gives_every_method_a_ladder_of_rates_and_one_protocol_per_task():
     """Every low-rank method and adapter searches the same pair (5e-4 and Table 8's rate), Full FT and BitFit a pair
-    of their own; the outer rungs are half the lower / twice the higher rate or repeat them, so each cell tries at
-    least three rates in a geometric ladder; every method of a task trains the same examples for the same epochs."""
+    of their own; the outer rungs are half the lower / twice the higher rate (and twice that again) or repeat their
+    neighbour, so each cell tries at least three rates in a geometric ladder; every method of a task trains the same examples for the same epochs."""
     lists = sweep_lists("cpu_glue")
-    assert set(lists["method"]) == PAPER_METHODS and lists["lr_grid"] == ["lower", "low", "high", "higher"]
+    assert set(lists["method"]) == PAPER_METHODS and lists["lr_grid"] == ["lower", "low", "high", "higher", "highest"]
     assert lists["seed"] == ["1", "2", "3"] and lists["task"] == ["stsb", "mrpc"]
     for task in lists["task"]:
         rates, protocol = {}, set()
         for method in lists["method"]:
             runs = [composed("cpu_glue", f"task={task}", f"method={method}", f"lr_grid={g}") for g in lists["lr_grid"]]
-            lower, low, high, higher = ladder = tuple(cfg["trainer"]["learning_rate"] for cfg in runs)
+            lower, low, high, higher, highest = ladder = tuple(cfg["trainer"]["learning_rate"] for cfg in runs)
             assert lower in (low, low / 2) and higher in (high, 2 * high) and low < high, (task, method, ladder)
+            assert highest in (higher, 2 * higher) and (highest == higher or higher > high), (task, method, ladder)
             assert len(set(ladder)) >= 3, (task, method, ladder)
             rates[method] = (low, high)
             protocol |= {(cfg["model"]["name"], cfg["budget"]["name"], cfg["trainer"]["epochs"], cfg["trainer"]["precision"],
