@@ -65,17 +65,19 @@ def main(argv=None) -> dict:
         row["gpu_h"] += examples * epochs * per_example.get(cfg.method.name, 0.0) / 3600
     total = {key: sum(r[key] for r in rows.values()) for key in ("runs", "steps", "examples", "gpu_h")}
     total["timed"] = all(r["timed"] for r in rows.values())
-    print(f"+experiment={args.experiment} at the paper's epochs (train sizes: scripts/paper_cost.py)\n")
-    print("| task | train examples | epochs | runs | optimizer steps | GPU hours (RTX 3090, Table 9) |")
-    print("|---|---:|---|---:|---:|---:|")
-    for task, row in rows.items():
-        print(f"| {task} | {TRAIN_SIZES[task]:,} | {epochs_text(row['epochs'])} | {row['runs']} | {row['steps']:,} "
-              f"| {hours(row)} |")
-    print(f"| **all** | | | **{total['runs']}** | **{total['steps']:,}** | **{hours(total)}** |\n")
+    lines = [f"+experiment={args.experiment} at the paper's epochs (train sizes: scripts/paper_cost.py)", "",
+             "| task | train examples | epochs | runs | optimizer steps | GPU hours (RTX 3090, Table 9) |",
+             "|---|---:|---|---:|---:|---:|"]
+    lines += [f"| {task} | {TRAIN_SIZES[task]:,} | {epochs_text(row['epochs'])} | {row['runs']} | {row['steps']:,} "
+              f"| {hours(row)} |" for task, row in rows.items()]
+    lines += [f"| **all** | | | **{total['runs']}** | **{total['steps']:,}** | **{hours(total)}** |", ""]
     if total["timed"]:
-        print(f"On a 2-core CPU (a RoBERTa-base step of 16 x 128 tokens: about {CPU_SECONDS_PER_EXAMPLE * 16:g} s): "
-              f"about {total['examples'] * CPU_SECONDS_PER_EXAMPLE / 86400:,.0f} days.")
-    return {"rows": dict(rows), "total": total}
+        total["cpu_days"] = total["examples"] * CPU_SECONDS_PER_EXAMPLE / 86400
+        lines.append(f"On a 2-core CPU (a RoBERTa-base step of 16 x 128 tokens: about {CPU_SECONDS_PER_EXAMPLE * 16:g} "
+                     f"s): about {total['cpu_days']:,.0f} days.")
+    text = "\n".join(lines)
+    print(text)
+    return {"rows": dict(rows), "total": total, "text": text}
 
 
 def epochs_text(epochs: dict[str, int]) -> str:

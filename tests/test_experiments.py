@@ -14,7 +14,7 @@ from dora_bench import results, tables
 CONF = files("dora_bench.conf")
 EXPERIMENTS = sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath("experiment").iterdir()
                      if p.name.endswith(".yaml"))
-GROUPS = ("task", "method", "budget", "model", "lr_grid")
+GROUPS = ("task", "method", "budget", "model", "lr_grid", "llm_trial")
 # Everything the paper's artefacts need; a name outside these sets is a typo.
 PAPER_TASKS = {"rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum"}
 PAPER_METHODS = {"full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora"}
@@ -22,7 +22,8 @@ KNOWN = {"task": PAPER_TASKS | {"gsm8k"},
          "method": PAPER_METHODS | {"none"},
          "budget": {"small", "large", "b4", "b16"},
          "model": {"roberta_base", "bart_base", "minilm", "smollm2_135m", "llama3_2_3b"},
-         "lr_grid": {"lower", "low", "high", "higher", "highest", "llm_low", "llm_mid", "llm_high"}}
+         "lr_grid": {"lower", "low", "high", "higher", "highest", "llm_low", "llm_mid", "llm_high", "llm_pick"},
+         "llm_trial": {"search_low", "search_mid", "search_high", "confirm_2", "confirm_3"}}
 
 
 def available(group):
@@ -69,7 +70,7 @@ def jobs(name):
     variant), each task once beside them. Seeds never change composition; the full product takes minutes."""
     lists = sweep_lists(name)
     tasks = lists.pop("task", [None])
-    lists.pop("seed")
+    lists.pop("seed", None)            # llm_cpu: each llm_trial sets its seed
     combos = [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
     first = {"task": tasks[0]} if tasks[0] else {}
     chosen = [combo | first for combo in combos] + [combos[0] | {"task": task} for task in tasks[1:]]
@@ -103,8 +104,11 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
     if is_search(name):
         assert "seed" not in data["hydra"]["sweeper"]["params"]   # a trial is every seed: its objective is their mean
     else:
+        lists = sweep_lists(name)
+        seeds = (lists["seed"] if "seed" in lists else
+                 sorted({str(composed(name, f"llm_trial={trial}")["seed"]) for trial in lists["llm_trial"]}))
         cpu_study = name in ("cpu_glue", "llm_cpu")
-        assert sweep_lists(name)["seed"] == (["1", "2", "3"] if cpu_study else ["1", "2", "3", "4", "5"])
+        assert seeds == (["1", "2", "3"] if cpu_study else ["1", "2", "3", "4", "5"]), seeds
     for group, option in referenced(name):
         assert option in KNOWN[group], (group, option)
 

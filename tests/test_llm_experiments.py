@@ -1,11 +1,13 @@
 """The decoder experiments: +experiment=llm_gsm8k (GPU: Llama-3.2-3B, every applicable method and the zero-shot base
 model, seeds 1-5) and +experiment=llm_cpu (SmolLM2-135M offline, one protocol for every method, three learning rates
-each, seeds 1-3). Every job of both sweeps composes and validates in test_experiments.py; here: what they promise."""
+each on seed 1, seeds 2 and 3 at the rate chosen). Every job of both sweeps composes and validates in
+test_experiments.py; here: what they promise."""
 import pytest
 from hydra import compose, initialize_config_module
 from test_experiments import composed, sweep_lists
 
 APPLICABLE = {"none", "full_ft", "h_adapter", "p_adapter", "lora", "adalora", "dora"}   # BitFit: Llama has no bias
+SEARCH = ("search_low", "search_mid", "search_high")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,15 +29,21 @@ def test_llm_gsm8k_is_the_gpu_setting():
     assert rates["full_ft"] < rates["lora"] == rates["dora"] == rates["adalora"] == rates["h_adapter"]
 
 
-def test_llm_cpu_runs_one_protocol_and_brackets_each_methods_rate(monkeypatch):
+def test_llm_cpu_runs_one_protocol_searches_on_seed_1_and_confirms_the_pick_on_seeds_2_and_3(monkeypatch):
+    """The search: seed 1 at three rates a factor of about 3 apart (a winner in the middle is bracketed); the
+    confirmation: seeds 2 and 3 at the rate the search chose for the method, one of those three."""
     monkeypatch.setenv("DORA_BENCH_DATA", "/data")
     lists = sweep_lists("llm_cpu")
-    assert set(lists["method"]) == APPLICABLE and lists["seed"] == ["1", "2", "3"]
-    assert lists["lr_grid"] == ["llm_low", "llm_mid", "llm_high"]
+    assert set(lists["method"]) == APPLICABLE and "seed" not in lists and "lr_grid" not in lists
+    search, confirm = SEARCH, [t for t in lists["llm_trial"] if t not in SEARCH]
+    assert lists["llm_trial"][:3] == list(search) and confirm == ["confirm_2", "confirm_3"]
     protocol = set()
     for method in lists["method"]:
-        runs = [composed("llm_cpu", f"method={method}", f"lr_grid={grid}") for grid in lists["lr_grid"]]
-        rates = [cfg["trainer"]["learning_rate"] for cfg in runs]
+        runs = {trial: composed("llm_cpu", f"method={method}", f"llm_trial={trial}") for trial in lists["llm_trial"]}
+        assert [runs[t]["seed"] for t in lists["llm_trial"]] == [1, 1, 1, 2, 3]
+        rates = [runs[trial]["trainer"]["learning_rate"] for trial in search]
+        picked = {runs[trial]["trainer"]["learning_rate"] for trial in confirm}
+        assert len(picked) == 1 and picked <= set(rates), (method, rates, picked)
         if method == "none":
             assert len(set(rates)) == 1                                   # trains nothing: one configuration
         else:
@@ -45,7 +53,7 @@ def test_llm_cpu_runs_one_protocol_and_brackets_each_methods_rate(monkeypatch):
                       cfg["trainer"]["max_length"], cfg["trainer"]["precision"], cfg["trainer"]["group_by_length"],
                       cfg["data"]["max_train_samples"], cfg["data"]["max_eval_samples"], cfg["data"]["dir"],
                       cfg["task"]["metric"], cfg["task"]["validation_size"], cfg["task"]["generate_samples"])
-                     for cfg in runs}
+                     for cfg in runs.values()}
     assert len(protocol) == 1                                             # the same examples and steps for all
     model, budget, _, _, _, precision, _, _, _, data_dir, metric, validation, generated = protocol.pop()
     assert (model, budget, precision, data_dir, metric) == ("smollm2_135m", "large", "bf16", "/data/gsm8k", "answer_nll")
@@ -57,7 +65,7 @@ def test_the_zero_shot_reference_is_one_run_per_seed_in_llm_cpu():
     from dora_bench import results
 
     identities = {results.fingerprint(results.identity(compose("config", overrides=[
-        "+experiment=llm_cpu", "method=none", f"lr_grid={grid}"]), 1)) for grid in ("llm_low", "llm_mid", "llm_high")}
+        "+experiment=llm_cpu", "method=none", f"llm_trial={trial}"]), 1)) for trial in SEARCH}
     assert len(identities) == 1
 
 

@@ -50,3 +50,27 @@ def test_glue_train_sizes_match_the_real_files(real_data):
             cfg = compose("config", overrides=[f"task={task}", f"data.dir={root}"])
         raw, _ = glue.load(cfg)
         assert len(raw["train"]) == paper_cost.TRAIN_SIZES[task], task
+
+
+# ----- the figures README quotes are the script's -------------------------------------------------------------------
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+PROSE = " ".join(README.split())   # README's text with line breaks as spaces
+
+
+def test_readmes_table_2_cost_is_the_scripts_output(table2):
+    rows = [line for line in table2["text"].splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 8 + 1 and all(line in README.splitlines() for line in rows), rows
+    assert f"Table 2 would take about {table2['total']['cpu_days']:,.0f} days" in PROSE
+    rte_lora = table2["rows"]["rte"]["epochs"]["lora"] * math.ceil(2490 / 16)      # one LoRA run on RTE
+    hours = rte_lora * 16 * paper_cost.CPU_SECONDS_PER_EXAMPLE / 3600
+    assert f"LoRA on RTE alone is {rte_lora:,} optimizer steps, about {hours:.0f} hours" in PROSE
+
+
+def test_readmes_figures_for_tables_3_4_and_the_decoder_experiment_are_the_scripts():
+    t3, t4 = (paper_cost.main(["--experiment", name])["total"] for name in ("table3", "table4"))
+    assert (f"Tables 3 and 4 add {t3['runs']} runs ({t3['steps'] / 1e6:.1f}M optimizer steps) and {t4['runs']} runs "
+            f"({t4['steps'] / 1e6:.1f}M steps)") in PROSE
+    llm = paper_cost.main(["--experiment", "llm_gsm8k"])["total"]
+    assert f"Cost of `llm_gsm8k` (`scripts/paper_cost.py`: runs and steps from the experiment's sweep and configs): " \
+           f"{llm['runs']} runs" in PROSE
+    assert f"{llm['steps']:,} optimizer steps in all" in PROSE

@@ -271,8 +271,9 @@ def test_rows_come_from_what_each_run_recorded(tmp_path):
 
 
 def test_a_tie_in_mean_dev_score_goes_to_more_seeds_then_to_the_first_folder_by_path(tmp_path):
-    # rte: 0.01 has two seeds (70, 80), 0.001 one seed (75): both mean 75, the one with more seeds wins.
-    for seed, score in ((1, 70.0), (2, 80.0)):
+    # rte: 0.01 has two seeds (75, 80), 0.001 one seed (75): on the seed both have they tie at 75, and the one
+    # with more seeds wins (judged on its own mean, 77.5, it would have won anyway; the tie is on seed 1).
+    for seed, score in ((1, 75.0), (2, 80.0)):
         put(tmp_path, "rte", "lora", "small", seed, score, overrides=["trainer.learning_rate=0.01"])
     put(tmp_path, "rte", "lora", "small", 1, 75.0, overrides=["trainer.learning_rate=0.001"])
     # mrpc: two seeds each, mean 75 each: the first folder by path wins ("…=0.001" sorts before "…=0.01").
@@ -280,7 +281,8 @@ def test_a_tie_in_mean_dev_score_goes_to_more_seeds_then_to_the_first_folder_by_
         for seed, score in zip((1, 2), scores):
             put(tmp_path, "mrpc", "lora", "small", seed, score, overrides=[f"trainer.learning_rate={rate}"])
     t2 = render(tmp_path)["table2"]
-    assert cell(t2, ("LoRA", "small"), "rte")[0] == "75.00 ± 5.00 (2)†"          # two rates: the pick is at an edge
-    assert "- LoRA small · rte: trainer.learning_rate=0.01, best mean dev score 75.00 (n=2) of 2 configurations" in t2
+    assert cell(t2, ("LoRA", "small"), "rte")[0] == "77.50 ± 2.50 (2)†"          # two rates: the pick is at an edge
+    assert ("- LoRA small · rte: trainer.learning_rate=0.01, best mean dev score on seed(s) 1, which all have: 75.00; "
+            "over its own 77.50 (n=2) of 2 configurations") in t2
     assert cell(t2, ("LoRA", "small"), "mrpc")[0] == "75.00 ± 1.00 (2)†"
     assert "- LoRA small · mrpc: trainer.learning_rate=0.001, best mean dev score 75.00 (n=2) of 2 configurations" in t2

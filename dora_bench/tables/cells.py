@@ -42,7 +42,8 @@ class Config:
         else:
             self.scores[seed] = score
             for label, value in values.items():
-                self.values[label][seed] = value
+                if value is not None:   # None: the measurement does not apply to this run (no training)
+                    self.values[label][seed] = value
             if run.result.params is not None:
                 self.params.append(run.result.params.trainable_paper)
             self.runs.append(run)
@@ -70,10 +71,22 @@ class Cell:
         config = self.configs.setdefault(run.config_key(), Config(run.searched(opts), run.path.parent))
         config.add(run, score, values or {})
 
+    def common_seeds(self) -> set[int]:
+        """The seeds every configuration with a completed seed has (a search on seed 1 confirmed on seeds 1-3 at
+        its pick: seed 1)."""
+        scored = [set(c.scores) for c in self.configs.values() if c.scores]
+        return set.intersection(*scored) if scored else set()
+
+    def compared_score(self, config: Config) -> float:
+        """What ranks a configuration: its mean dev score over the seeds all configurations share (so that a pick
+        confirmed on more seeds is not judged against the others on other seeds), else over its own seeds."""
+        seeds = self.common_seeds() or set(config.scores)
+        return float(np.mean([config.scores[s] for s in seeds])) if config.scores else math.nan
+
     def ordered(self) -> list[Config]:
-        """Best first: mean dev score in the metric's direction, ties to more seeds; configurations without a
-        completed seed last."""
-        return sorted(self.configs.values(), key=lambda c: (-ranking(c.mean_score(), self.lower_better),
+        """Best first: mean dev score (over the seeds all share) in the metric's direction, ties to more seeds;
+        configurations without a completed seed last."""
+        return sorted(self.configs.values(), key=lambda c: (-ranking(self.compared_score(c), self.lower_better),
                                                              -len(c.scores)))
 
     def chosen(self) -> Config | None:

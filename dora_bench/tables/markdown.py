@@ -11,7 +11,7 @@ from dora_bench.tables.spec import Table
 from dora_bench.tables.summary import CellSummary, RowSummary, SectionSummary, Study, sort_key, summarize
 
 METHOD_LABELS = {"full_ft": "Full FT", "bitfit": "BitFit", "h_adapter": "H-Adapter", "p_adapter": "P-Adapter",
-                 "lora": "LoRA", "adalora": "AdaLoRA", "dora": "DoRA"}
+                 "lora": "LoRA", "adalora": "AdaLoRA", "dora": "DoRA", "none": "Base model"}
 VARIANT_LABELS = {"with_dem": "with DEM", "without_dem": "without DEM"}
 EDGE_MARK = "†"
 VERDICT_MARKS = {"better": "▲", "worse": "▼"}
@@ -68,22 +68,26 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def headers(table: Table) -> list[str]:
-    out = list(table.key_headers) + (["Params", "Paper params"] if table.params else [])
+    paper = ["paper (Δ)"] if table.has_paper else []
+    out = list(table.key_headers) + (["Params", *(["Paper params"] if table.has_paper else [])] if table.params else [])
     for column in table.columns:
-        out += [column.label, "paper (Δ)"]
-    return out + (["Avg", "paper (Δ)"] if table.avg else [])
+        out += [column.label, *paper]
+    return out + (["Avg", *paper] if table.avg else [])
 
 
 def render_rows(table: Table, rows: list[RowSummary]) -> list[list[str]]:
     out = []
     for row in rows:
         line = row_labels(table, row.key)
-        line += [params_text(row.params), (row.paper.params if row.paper else None) or "—"] if table.params else []
+        if table.params:
+            line += [params_text(row.params)] + ([(row.paper.params if row.paper else None) or "—"]
+                                                 if table.has_paper else [])
         for cell in row.cells:
             digits = 2 if cell.column.ratio else cell.column.digits
-            line += [cell_text(cell), paper_text(cell.value, cell.paper, digits)]
+            line += [cell_text(cell)] + ([paper_text(cell.value, cell.paper, digits)] if table.has_paper else [])
         if table.avg:
-            line += [f"{row.avg:.2f}" if row.avg is not None else "—", paper_text(row.avg, row.paper_avg, 2)]
+            line += [f"{row.avg:.2f}" if row.avg is not None else "—"] + (
+                [paper_text(row.avg, row.paper_avg, 2)] if table.has_paper else [])
         out.append(line)
     return out
 
@@ -115,8 +119,11 @@ def search_notes(summary: SectionSummary, opts: Options) -> list[str]:
                      if len({value_text(c.searched.get(k)) for c in cell.configs.values()}) > 1]
         chosen = ", ".join(f"{k}={value_text(best.searched.get(k))}" for k in differing)
         best_word = "best (lowest)" if cell.lower_better else "best"
+        common = cell.common_seeds()
+        on = (f" on seed(s) {', '.join(map(str, sorted(common)))}, which all have: {cell.compared_score(best):.2f}; "
+              f"over its own" if common and common != set(best.scores) else "")
         notes.append(f"- {where(key, task)}: {chosen or 'one of identical searched values'}, {best_word} mean dev "
-                     f"score {best.mean_score():.2f} (n={len(best.scores)}) of {len(cell.configs)} configurations"
+                     f"score{on} {best.mean_score():.2f} (n={len(best.scores)}) of {len(cell.configs)} configurations"
                      f"{edge_text}")
     return notes
 
@@ -125,9 +132,11 @@ def footnote(table: Table, opts: Options) -> str:
     rule = ("the best dev epoch (pruning methods: after pruning ended)"
             if opts.select == "best" else "the last evaluated epoch")
     per_epoch = any(getattr(c.value, "per_epoch", False) for c in table.columns)
+    paper = (" paper (Δ): the paper's number (dora_bench/paper.yaml) and ours minus it." if table.has_paper
+             else "")
     return (f"Cells: {opts.agg} ± std (ddof={opts.ddof}) over seeds (n seeds, 'k failed' = failed seeds, not in "
-            f"the {opts.agg}){f'; per-seed value: {rule}' if per_epoch else ''}; — = no result. paper (Δ): the "
-            f"paper's number (dora_bench/paper.yaml) and ours minus it."
+            f"the {opts.agg}){f'; per-seed value: {rule}' if per_epoch else ''}; — = no result (or, for a "
+            f"measurement, none recorded: a run that trains nothing has no step time).{paper}"
             + (" Params: trainable parameters, paper convention (task head excluded), over the row's runs."
                if table.params else ""))
 
@@ -135,7 +144,8 @@ def footnote(table: Table, opts: Options) -> str:
 def sweep_footnote(opts: Options) -> str:
     searched = ", ".join(opts.searched) or "none"
     return (f"Sweeps: configurations that differ only in searched keys ({searched}) share a cell, which shows "
-            f"the one with the best mean dev score over its seeds (the lowest for a lower-is-better metric; chosen "
+            f"the one with the best mean dev score over the seeds they all have (the lowest for a lower-is-better "
+            f"metric; a search on seed 1 confirmed on more seeds is judged on seed 1; chosen "
             f"values listed under the section; `dora-bench-tables --sweeps` lists every configuration). Runs that "
             f"differ in any other key from the defaults of their model, task, method and budget get a section of "
             f"their own, titled by those values.")
@@ -175,7 +185,7 @@ def render_table(table: Table, study: Study) -> str:
     out = [f"# {table.title}", ""]
     for summary in summaries or [None]:
         if summary is None:
-            paper = table.paper_rows(study.paper[table.paper_section])
+            paper = table.paper_reference(study.paper)
             rows = summarize(table, Section(), paper, opts, study.reference)   # the paper's rows alone
             out += ["## no results", "", markdown_table(headers(table), render_rows(table, rows)), "", ""]
             continue

@@ -139,6 +139,33 @@ def peak_memory_mb(run: Run, opts: Options) -> float:
     return finite(run.result.timing.peak_memory_mb, "timing.peak_memory_mb")
 
 
+# ----- what a run measured of its cost (None where a run has no such measurement) ------------------------------
+def comparable_peak_mb(run: Run) -> float | None:
+    """The run's own peak; None for a CPU result that recorded only its process's lifetime peak (written before
+    peaks were reset per run: in a multirun it includes the jobs before it, so it compares with nothing)."""
+    timing = run.result.timing
+    if timing.peak_memory_scope != "run" and run.result.env.get("device", "cpu") == "cpu":
+        return None
+    return timing.peak_memory_mb
+
+
+def _recorded(value: Any) -> float | None:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(number) if number is not None and math.isfinite(number) else None
+
+
+def measured(read: Callable[[Run], Any]) -> Callable[[Run, Options], float | None]:
+    """A table column of what a run measured (not a dev score: never searched over nor compared); None where the
+    run recorded none (a run that trains nothing has no step time, Full FT exports no adapter)."""
+    return lambda run, opts: _recorded(read(run))
+
+
+peak_memory = measured(comparable_peak_mb)
+step_time_s = measured(lambda run: run.result.timing.step_time_median_s)
+train_tokens_per_s = measured(lambda run: run.result.timing.train_tokens_per_s)
+adapter_mib = measured(lambda run: run.result.adapter_bytes / 2**20 if run.result.adapter_bytes else None)
+
+
 # ----- what a run recorded about its method (the rows it belongs to) ------------------------------------
 def final_rank(run: Run) -> int | None:
     return run.value("budget.rank")

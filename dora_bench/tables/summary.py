@@ -92,10 +92,10 @@ def summarize(table: Table, section: Section, paper: dict[Key, PaperRow], opts: 
                 ours = ours / base if ours is not None and base else None
                 theirs = (theirs / paper_reference.values[column.paper]
                           if theirs is not None and paper_reference else None)
+            direction = column.lower_better if column.lower_better is not None else bool(cell and cell.lower_better)
             summary = CellSummary(key, column, cell, config, None if column.ratio else stats.get((key, column.label)),
-                                  len(cell.failed()) if cell else 0, ours, theirs,
-                                  lower_better=cell.lower_better if cell else False)
-            if cell is not None and table.searches:
+                                  len(cell.failed()) if cell else 0, ours, theirs, lower_better=direction)
+            if cell is not None and table.searches and column.is_score:
                 summary.edges = edges(cell)
             with_results = [k for k in keys if chosen.get((k, column.task))]
             against = reference_row(key, with_results, reference) if reference and column.is_score and config else None
@@ -133,7 +133,7 @@ class Study:
     def summaries(self, table: Table) -> list[SectionSummary]:
         """Every section of the table, in order (sorted by (model, label)), each with its rows summarised."""
         if ("summaries", table.name) not in self._cache:
-            paper = table.paper_rows(self.paper[table.paper_section])
+            paper = table.paper_reference(self.paper)
             sections = self.sections(table)
             self._cache["summaries", table.name] = [
                 SectionSummary(key, sections[key], summarize(table, sections[key], paper, table.options(self.opts),

@@ -13,7 +13,7 @@ import numpy as np
 
 from dora_bench.results import ranking
 from dora_bench.tables.markdown import fmt_params, markdown_table, row_labels, section_title, stats_text
-from dora_bench.tables.runs import Key
+from dora_bench.tables.runs import Key, comparable_peak_mb
 from dora_bench.tables.spec import Table
 from dora_bench.tables.summary import CellSummary, Study
 from dora_bench.tables.views import View
@@ -23,15 +23,6 @@ AXES = {"params": ("trainable parameters (paper convention)", lambda run: run.re
                    if run.result.params else None, True),
         "memory": ("peak memory (MiB)", lambda run: comparable_peak_mb(run), False),
         "step": ("median step time (s)", lambda run: run.result.timing.step_time_median_s, False)}
-
-
-def comparable_peak_mb(run) -> float | None:
-    """The run's own peak; None for a CPU result that recorded only its process's lifetime peak (written before
-    peaks were reset per run: in a multirun it includes the jobs before it, so it compares with nothing)."""
-    timing = run.result.timing
-    if timing.peak_memory_scope != "run" and run.result.env.get("device", "cpu") == "cpu":
-        return None
-    return timing.peak_memory_mb
 
 
 @dataclass
