@@ -43,7 +43,7 @@ def test_the_decoder_table_shows_scores_costs_and_the_base_model_row(tmp_path):
                      "adapter MiB"]                                            # no paper column: our own table
     base = row(text, "Base model", "—")
     assert base[3:6] == ["2.000 ± 0.000 (3) ▼", "2.100 ± 0.000 (3) ▼", "2.0 ± 0.0 (3) ▼"]
-    assert base[7:] == ["—", "—", "—"] and base[2] == "0.0K"                    # trains nothing: no step, no adapter
+    assert base[7:] == ["—", "—", "—"] and base[2] == "0"                       # trains nothing: no step, no adapter
     lora = row(text, "LoRA", "large")
     assert lora[3].startswith("1.520 ± 0.008 (3)†")   # the lowest NLL wins (0.001, not 0.0001), at the grid's edge
     assert lora[5] == "12.0 ± 0.8 (3)†" and lora[7:] == ["2.00 ± 0.00 (3)", "300 ± 0 (3)", "2.00 ± 0.00 (3)"]

@@ -28,6 +28,8 @@ def row_labels(table: Table, key: Key) -> list[str]:
 
 
 def fmt_params(count: float) -> str:
+    if count == 0:
+        return "0"                      # the base model's row: nothing trains
     return f"{count / 1e6:.2f}M" if count >= 1e4 else f"{count / 1e3:.1f}K"
 
 
