@@ -22,8 +22,10 @@ KNOWN = {"task": PAPER_TASKS | {"gsm8k"},
          "method": PAPER_METHODS | {"none"},
          "budget": {"small", "large", "b4", "b16"},
          "model": {"roberta_base", "bart_base", "minilm", "smollm2_135m", "llama3_2_3b"},
-         "lr_grid": {"lower", "low", "high", "higher", "highest", "llm_low", "llm_mid", "llm_high", "llm_pick"},
-         "llm_trial": {"search_low", "search_mid", "search_high", "confirm_2", "confirm_3"}}
+         "lr_grid": {"lower", "low", "high", "higher", "highest", "llm_lower", "llm_low", "llm_mid", "llm_high",
+                     "llm_higher", "llm_pick"},
+         "llm_trial": {"search_lower", "search_low", "search_mid", "search_high", "search_higher", "confirm_2",
+                       "confirm_3"}}
 
 
 def available(group):
