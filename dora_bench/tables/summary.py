@@ -57,13 +57,22 @@ def sort_key(key: Key) -> tuple:
     return tuple((v is None, isinstance(v, str), v if v is not None else 0) for v in key)
 
 
+# Rows the paper lacks (a table of our own, like the decoder one) follow the paper's method order, the base model last.
+METHOD_ORDER = ("full_ft", "bitfit", "h_adapter", "p_adapter", "lora", "adalora", "dora", "none")
+
+
+def method_rank(key: Key) -> tuple:
+    first = key[0] if key else None
+    return (METHOD_ORDER.index(first) if first in METHOD_ORDER else len(METHOD_ORDER), sort_key(key))
+
+
 def row_order(table: Table, keys: set[Key], paper: dict[Key, PaperRow]) -> list[Key]:
     """The paper's rows in its order (ours that map to each, else the paper's own key), then rows it lacks."""
     ordered: list[Key] = []
     for paper_key in paper:
         ours = sorted((k for k in keys if table.paper_key(k) == paper_key), key=sort_key)
         ordered += ours or [paper_key]
-    return ordered + sorted((k for k in keys if table.paper_key(k) not in paper), key=sort_key)
+    return ordered + sorted((k for k in keys if table.paper_key(k) not in paper), key=method_rank)
 
 
 def summarize(table: Table, section: Section, paper: dict[Key, PaperRow], opts: Options,
