@@ -198,7 +198,8 @@ def test_command_line_overrides_beat_the_experiment(monkeypatch):
 def test_cpu_glue_gives_every_method_a_ladder_of_rates_and_one_protocol_per_task():
     """Every low-rank method and adapter searches the same pair (5e-4 and Table 8's rate), Full FT and BitFit a pair
     of their own; the outer rungs are half the lower / twice the higher rate (and twice that again) or repeat their
-    neighbour, so each cell tries at least three rates in a geometric ladder; every method of a task trains the same examples for the same epochs."""
+    neighbour, so each cell tries at least three rates in a geometric ladder; every method of a task trains the same
+    examples for the same epochs."""
     lists = sweep_lists("cpu_glue")
     assert set(lists["method"]) == PAPER_METHODS and lists["lr_grid"] == ["lower", "low", "high", "higher", "highest"]
     assert lists["seed"] == ["1", "2", "3"] and lists["task"] == ["stsb", "mrpc"]
