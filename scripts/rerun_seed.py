@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = compose_config([*args.overrides, f"results_dir={Path(args.results).resolve()}"])
     seed = cfg.seed if cfg.seed is not None else cfg.seeds[0]
-    committed_path = locate(cfg, seed).existing()
-    if committed_path is None:
+    location = locate(cfg, seed)
+    committed = location.existing()
+    if committed is None:
         print(f"rerun_seed: no committed result for {' '.join(args.overrides)} (seed {seed}) under {args.results}",
               file=sys.stderr)
         return 2
-    committed = read_result(committed_path)
+    committed_path = location.result
     with tempfile.TemporaryDirectory(prefix="rerun_seed-") as tmp:
         out = subprocess.run([sys.executable, "-m", "dora_bench", *args.overrides, f"seed={seed}",
                               f"results_dir={tmp}", "trainer.progress_bar=false"])
