@@ -1,5 +1,6 @@
 """The committed CPU study (results/, README): its tables are what `dora-bench-tables` renders from its result
 files, the README quotes them, and one of its seeds trains again to the same per-epoch scores."""
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -12,6 +13,11 @@ from dora_bench import tables
 from dora_bench.results import compose_config, locate, read_result
 from dora_bench.run import environment
 from dora_bench.tables.catalog.paper import GLUE
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rerun_seed.py"
+_spec = importlib.util.spec_from_file_location("rerun_seed", SCRIPT)
+rerun_seed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rerun_seed)     # the comparison scripts/rerun_seed.py makes for any committed seed
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -146,16 +152,8 @@ def test_a_committed_seed_trains_again_to_its_scores(tmp_path, real_data, cache_
     assert out.returncode == 0, out.stderr[-3000:]
     again = read_result(next((tmp_path / "results/runs").rglob("seed=1.json")))
     assert again.fingerprint == expected.fingerprint
-    same_machine = [(r.env.get("cpu"), r.env.get("threads")) for r in (again, expected)]   # threads: summation order
-    if expected.env.get("cpu") is not None and same_machine[0] == same_machine[1]:
-        rounded = lambda result: [{k: round(v, 2) for k, v in e.metrics.items()} for e in result.epochs]  # noqa: E731
-        assert rounded(again) == rounded(expected)
-    else:
-        assert [e.epoch for e in again.epochs] == [e.epoch for e in expected.epochs]
-        for ours, committed in zip(again.epochs, expected.epochs):
-            assert ours.metrics.keys() == committed.metrics.keys()
-            for key, value in committed.metrics.items():
-                assert abs(ours.metrics[key] - value) <= CROSS_CPU_TOLERANCE, (ours.epoch, key, ours.metrics[key], value)
+    exact = rerun_seed.same_machine(again, expected)                 # threads too: they set the summation order
+    assert rerun_seed.differences(again, expected, 2, CROSS_CPU_TOLERANCE, exact) == []
 
 
 def test_each_result_records_the_cpu_model_and_gpu():
