@@ -19,6 +19,14 @@ from pathlib import Path
 
 from dora_bench.results import RunResult, compose_config, locate, read_result
 
+# Another CPU model (or thread count) sums in another order and bf16 autocast rounds each sum: the largest per-epoch
+# difference measured is 0.486 points (README's first run on an Intel Xeon family 6 model 167 against the study's
+# AMD EPYC: Pearson 70.40 / 79.70 and Spearman 71.80 / 81.38 against 69.93 / 80.17 and 71.32 / 81.51: 0.469, 0.47,
+# 0.486, 0.13); earlier 0.06 and 0.02 (other seeds, Intel Xeon) and 0.17 (1 thread against 2 on the same CPU).
+# Twice the largest, and still below what a real change moves: another seed of that configuration differs by 1.2
+# to 10 points per epoch. On the recorded CPU model and thread count the comparison stays exact (--digits).
+CROSS_CPU_TOLERANCE = 1.0
+
 
 def same_machine(ours: RunResult, committed: RunResult) -> bool:
     """The exact comparison holds only where the committed file records its CPU and both ran on the same model
@@ -49,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="+", help="the run's overrides, as given to dora-bench")
     parser.add_argument("--results", default="results", help="the folder holding the committed result")
     parser.add_argument("--digits", type=int, default=2, help="decimals compared on the same CPU model and threads")
-    parser.add_argument("--tolerance", type=float, default=0.5, help="largest difference allowed on another CPU")
+    parser.add_argument("--tolerance", type=float, default=CROSS_CPU_TOLERANCE,
+                        help="largest difference allowed on another CPU model or thread count")
     args = parser.parse_args(argv)
     cfg = compose_config([*args.overrides, f"results_dir={Path(args.results).resolve()}"])
     seed = cfg.seed if cfg.seed is not None else cfg.seeds[0]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_runner import IN_PROCESS, run_in_process
+
 WORDS = ("the cat dog sat ran on a mat park big small red blue quickly slowly house tree bird sings "
          "music loud quiet man woman child plays ball").split()
 
@@ -79,11 +81,18 @@ def variant_dir(run_dir: Path) -> Path:
 
 
 def run_cli(*overrides: str, cwd: Path, script: str = "dora_bench", timeout: int = 600,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m <script> overrides...` the way a user runs the console script (env: None unsets a variable)."""
-    full_env = {k: v for k, v in {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}.items() if v is not None}
+            env: dict | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m <script> overrides...` as a user runs the console script (env: None unsets a variable).
+
+    In this interpreter by default (tests/cli_runner.py: the same entry function, exit code, stdout and stderr);
+    `process=True` for what only a process shows: the interpreter's start-up, a variable read when it starts
+    (proxies, the hub), signals, a module that is not a console script's."""
+    full_env = {"HYDRA_FULL_ERROR": "1", **(env or {})}
+    if not process and script in IN_PROCESS:
+        return run_in_process(script, overrides, cwd=cwd, env=full_env)
+    proc_env = {k: v for k, v in {**os.environ, **full_env}.items() if v is not None}
     return subprocess.run([sys.executable, "-m", script, *overrides], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+                          text=True, timeout=timeout, env=proc_env)
 
 
 TINY = ("model=tiny_roberta", "trainer.epochs=2", "trainer.batch_size=8", "trainer.logging_steps=1",

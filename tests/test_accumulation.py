@@ -59,6 +59,7 @@ def run(build, cache_dir, out_dir, batch_size, accumulation, reg_coefficient=1.0
 
 
 @pytest.mark.parametrize("build,divides_by_accumulation", [(roberta, True), (llama, False)], ids=["roberta", "llama"])
+@pytest.mark.slow
 def test_dem_counts_once_per_optimizer_step(cache_dir, tmp_path, build, divides_by_accumulation):
     whole = run(build, cache_dir, tmp_path / "whole", batch_size=16, accumulation=1)
     halves = run(build, cache_dir, tmp_path / "halves", batch_size=8, accumulation=2)

@@ -17,6 +17,7 @@ PAPER = {("h_adapter", "small"): 313_536, ("h_adapter", "large"): 1_198_848,
 
 
 @pytest.mark.parametrize("method,budget", sorted(PAPER))
+@pytest.mark.slow
 def test_adapter_counts_match_the_paper(method, budget):
     handle = apply_method(roberta_base(), config(f"method={method}", f"budget={budget}"), 100)
     assert handle.paper_trainable_params() == PAPER[method, budget]
@@ -94,6 +95,7 @@ def _svd(handle):
 
 
 @pytest.mark.parametrize("method", ["bitfit", "lora", "adalora", "h_adapter", "p_adapter", "dora"])
+@pytest.mark.slow
 def test_frozen_parameters_stay_unchanged(method, cache_dir, tmp_path):
     handle, tokenizer = build([f"method={method}"], cache_dir, total_steps=8)
     before = {n: p.detach().clone() for n, p in handle.model.named_parameters()}
@@ -107,6 +109,7 @@ def test_frozen_parameters_stay_unchanged(method, cache_dir, tmp_path):
     assert any("classifier" in n for n in trained)
 
 
+@pytest.mark.slow
 def test_cli_runs_every_baseline(glue_dir, cache_dir, tmp_path):
     out = run_cli("-m", "task=rte", "method=adalora,h_adapter,p_adapter", "seed=1", f"data.dir={glue_dir}", *TINY,
                   cwd=tmp_path)

@@ -10,6 +10,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_methods.py"
 
 
+@pytest.mark.slow
 def test_bench_methods_emits_every_method(tmp_path):
     out_file = tmp_path / "bench.json"
     out = subprocess.run([sys.executable, str(SCRIPT), "--in-process", "--hidden", "48", "--layers", "1",
@@ -29,6 +30,7 @@ def test_bench_methods_emits_every_method(tmp_path):
     assert rprime["trainable_paper"] * 2 == lora["trainable_paper"] * 3  # r' = 3 components vs r = 2
 
 
+@pytest.mark.slow
 def test_bench_methods_prints_ratio_tables_per_precision_side_by_side(tmp_path):
     out_file = tmp_path / "bench.json"
     out = subprocess.run([sys.executable, str(SCRIPT), "--in-process", "--hidden", "48", "--layers", "1",

@@ -42,6 +42,7 @@ def names(handle, trainable: bool) -> set[str]:
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "adalora", "h_adapter", "p_adapter", "bitfit"])
+@pytest.mark.slow
 def test_a_checkpoint_holds_the_trainables_and_run_state_and_no_frozen_weight(method, tmp_path, glue_dir, cache_dir):
     cfg = config(tmp_path, glue_dir, method)
     assert run_seed(cfg, 1).complete
@@ -92,6 +93,7 @@ def test_loading_is_strict_every_trainable_present_nothing_else(tmp_path, glue_d
         load_trainables(target.model, tmp_path / "dora")
 
 
+@pytest.mark.slow
 def test_the_size_script_prints_every_method_smaller_than_the_trainers_checkpoint_but_full_ft(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "scripts/checkpoint_sizes.py"), "--layers", "1", "--hidden", "32",
                           "--heads", "2", "--intermediate", "64", "--vocab", "300"], capture_output=True, text=True,

@@ -7,6 +7,8 @@ from helpers import TINY, run_cli, variant_dir
 
 from dora_bench.results import RunResult
 
+pytestmark = pytest.mark.slow   # trains end to end (module fixtures): the full tier
+
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli")
 
 

@@ -18,6 +18,7 @@ TARGETS = r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.outpu
 CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
+@pytest.mark.slow
 def test_dora_model_compiles_to_one_graph_that_pruning_does_not_recompile():
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(RobertaConfig(
@@ -68,6 +69,7 @@ def train_losses(cache_dir, tmp_path, method: str, compile_: bool) -> list[float
 
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++, c++, clang++): torch.compile's CPU backend needs one")
 @pytest.mark.parametrize("method", ["dora", "lora"])
+@pytest.mark.slow
 def test_compiled_training_matches_uncompiled(method, cache_dir, tmp_path):
     torch._dynamo.reset()
     compiled = train_losses(cache_dir, tmp_path, method, compile_=True)

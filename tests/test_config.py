@@ -2,6 +2,7 @@
 import itertools
 from importlib.resources import files
 
+import pytest
 from helpers import run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -26,6 +27,7 @@ def combinations():
     yield from ((t, m, "small") for t, m in itertools.product(options("task"), options("method")))
 
 
+@pytest.mark.slow
 def test_every_task_method_budget_composes_and_passes_the_schemas():
     with initialize_config_module("dora_bench.conf", version_base="1.3"):
         for task, method, budget in combinations():

@@ -3,6 +3,7 @@ better), the test split beside it, each column compared in its own direction, wh
 model's row without training costs, and no paper column (the paper has no decoder experiment)."""
 import json
 
+import pytest
 from test_tables import cell, put, render, row
 
 NLL = ["task.metric=answer_nll"]
@@ -29,6 +30,7 @@ def header(text):
     return [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| Method")).strip("|").split("|")]
 
 
+@pytest.mark.slow
 def test_the_decoder_table_shows_scores_costs_and_the_base_model_row(tmp_path):
     for seed in (1, 2, 3):
         put_llm(tmp_path, "none", None, seed, 2.00, test_em=2.0)
@@ -55,6 +57,7 @@ def test_the_decoder_table_shows_scores_costs_and_the_base_model_row(tmp_path):
     assert "paper (Δ)" not in text and "Base model: the model as loaded" in text
 
 
+@pytest.mark.slow
 def test_a_search_on_seed_1_confirmed_on_seeds_1_to_3_is_judged_on_seed_1(tmp_path):
     """A rate searched on seed 1 and run on seeds 1-3 at the pick: the cell compares its configurations on the seed
     they share, not the pick's three-seed mean against the others' one seed (either way round)."""

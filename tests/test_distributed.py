@@ -19,6 +19,7 @@ def common(method, glue_dir):
 
 
 @pytest.mark.parametrize("method", ["dora", "adalora"])
+@pytest.mark.slow
 def test_two_processes_match_one(method, glue_dir, cache_dir, tmp_path):
     args = common(method, glue_dir)
     single, double = tmp_path / "single", tmp_path / "double"

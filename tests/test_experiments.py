@@ -116,6 +116,7 @@ def test_experiment_is_a_global_delta_sweeping_seeds_without_a_launcher(name):
 
 
 @pytest.mark.parametrize("name", GRIDS)
+@pytest.mark.slow
 def test_every_job_of_the_sweep_composes(name):
     assert not {(g, o) for g, o in referenced(name) if o not in available(g)}
     for overrides in jobs(name):
@@ -144,6 +145,7 @@ def test_table5_switches_dem_off_and_reuses_the_table2_runs_with_dem():
         assert results.identity(without, 1) != results.identity(table2_run, 1)
 
 
+@pytest.mark.slow
 def test_search_spans_the_appendix_e_keys_around_table_8():
     """The paper searched learning rate, batch size, epochs, DEM weight and pruning interval (Appendix E)."""
     space = {o.get_key_element(): o for o in sweep_overrides("search")}
@@ -195,6 +197,7 @@ def test_command_line_overrides_beat_the_experiment(monkeypatch):
     assert composed("cpu_glue", "data.dir=/mine")["data"]["dir"] == "/mine"
 
 
+@pytest.mark.slow
 def test_cpu_glue_gives_every_method_a_ladder_of_rates_and_one_protocol_per_task():
     """Every low-rank method and adapter searches the same pair (5e-4 and Table 8's rate), Full FT and BitFit a pair
     of their own; the outer rungs are half the lower / twice the higher rate (and twice that again) or repeat their

@@ -7,6 +7,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import pytest
 from datasets import Dataset
 from helpers import write_jsonl
 from hydra import compose, initialize_config_module
@@ -91,6 +92,7 @@ print(feature_key(rows, fn, {{"remove_columns": ["question", "answer"]}}))
 """
 
 
+@pytest.mark.slow
 def test_the_key_is_the_same_in_another_process():
     """No object addresses or per-process hashes in the key: runs share the cache."""
     script = KEY_SCRIPT.format(rows=ROWS)

@@ -10,6 +10,8 @@ from helpers import run_cli, variant_dir, write_jsonl
 from dora_bench import cli
 from dora_bench.results import RunResult, read_result
 
+pytestmark = pytest.mark.slow   # trains end to end (module fixtures): the full tier
+
 N_TRAIN, N_TEST, VALIDATION, EPOCHS = 20, 4, 4, 2
 PROMPT, TARGET = "Question: {question}\nAnswer:", " {answer}"
 RUN = ("task=gsm8k", f"task.validation_size={VALIDATION}", "task.max_new_tokens=4", "task.metric=answer_nll",

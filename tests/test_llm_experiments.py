@@ -16,6 +16,7 @@ def hydra_conf():
         yield
 
 
+@pytest.mark.slow
 def test_llm_gsm8k_is_the_gpu_setting():
     lists = sweep_lists("llm_gsm8k")
     assert set(lists["method"]) == APPLICABLE and lists["seed"] == ["1", "2", "3", "4", "5"]
@@ -29,6 +30,7 @@ def test_llm_gsm8k_is_the_gpu_setting():
     assert rates["full_ft"] < rates["lora"] == rates["dora"] == rates["adalora"] == rates["h_adapter"]
 
 
+@pytest.mark.slow
 def test_llm_cpu_runs_one_protocol_searches_on_seed_1_and_confirms_the_pick_on_seeds_2_and_3(monkeypatch):
     """The search: seed 1 at three rates a factor of about 3 apart (a winner in the middle is bracketed), and a rung
     beyond (about a third / three times) where a method picked an outer one, else the same rate again; the confirmation:

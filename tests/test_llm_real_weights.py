@@ -74,6 +74,7 @@ def test_stories260k_loads_offline_with_its_files_special_tokens_and_trains(stor
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n) == 292_800
 
 
+@pytest.mark.slow
 def test_smollm2_loads_offline_from_the_package_with_its_files_special_tokens_and_trains(smollm2, cache_dir, tmp_path,
                                                                                          real_data):
     ids = gguf_special_tokens(gguf_path(smollm2.model))

@@ -5,6 +5,7 @@ That `dora-bench-tables` renders the committed decoder.md byte for byte is test_
 import re
 from pathlib import Path
 
+import pytest
 from test_study import RESULTS, cells_by_row
 
 from dora_bench.results import locate
@@ -22,6 +23,7 @@ def parsed(cell: str) -> tuple[float, float, int, str]:
     return float(found["mean"]), float(found["std"]), int(found["n"]), found["marks"]
 
 
+@pytest.mark.slow
 def test_every_run_of_the_decoder_study_is_committed_and_found_done(real_data, monkeypatch):
     from hydra import initialize_config_module
 

@@ -58,6 +58,7 @@ def one_step(cfg, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("model,method", [("tiny_llama", m) for m in ("lora", "adalora", "dora", "h_adapter", "full_ft")]
                          + [("tiny_gpt2", m) for m in ("lora", "dora", "p_adapter")])
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_every_trainable_parameter_a_gradient(cache_dir, tmp_path, model, method):
     cfg = cfg_for(model, method, "trainer.gradient_checkpointing=true")
     handle, probe, _ = one_step(cfg, cache_dir, tmp_path)

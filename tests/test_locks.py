@@ -112,6 +112,7 @@ def test_a_live_holder_is_never_broken(tmp_path, host, age_min):
         child.kill()
 
 
+@pytest.mark.slow
 def test_the_heartbeat_keeps_the_lock_fresh_and_a_broken_lock_is_noticed(tmp_path):
     path = tmp_path / "seed=1.lock"
     lock = RunLock(path, stale_s=2)   # beats every 0.2 s
@@ -179,6 +180,7 @@ def wait_for_line(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
     raise AssertionError(f"{text!r} never printed:\n{''.join(seen)[-3000:]}")
 
 
+@pytest.mark.slow
 def test_a_waiting_process_trains_its_free_seeds_first_then_the_held_one_once_let_go(tmp_path, glue_dir, cache_dir):
     held = location(tmp_path, glue_dir, seed=1)
     lock = RunLock(held.lock, 600)
@@ -202,6 +204,7 @@ def test_a_waiting_process_trains_its_free_seeds_first_then_the_held_one_once_le
     assert results.read_result(held.result).complete
 
 
+@pytest.mark.slow
 def test_a_waiting_process_uses_the_result_its_holder_wrote(tmp_path, glue_dir, cache_dir):
     where = location(tmp_path, glue_dir)
     lock = RunLock(where.lock, 600)
@@ -230,6 +233,7 @@ def status(tmp_path: Path, glue_dir: Path) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_status_shows_a_run_as_running_from_its_lock_and_a_gone_holder_is_taken_over(tmp_path, glue_dir, cache_dir):
     where = location(tmp_path, glue_dir)
     lock = RunLock(where.lock, 600)

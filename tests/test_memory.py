@@ -21,6 +21,7 @@ print(baseline, during, memory.peak_mb())
 
 
 @pytest.mark.skipif(not memory.CLEAR_REFS.exists(), reason="needs Linux's /proc/self/clear_refs")
+@pytest.mark.slow
 def test_the_cpu_peak_is_reset_before_a_run():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

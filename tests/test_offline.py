@@ -63,6 +63,7 @@ UNROUTABLE = ONLINE | dict.fromkeys(PROXY_VARS, "http://10.255.255.1:9")  # a pr
 
 
 @pytest.mark.parametrize("network", ["HF_HUB_OFFLINE=1", "unroutable proxy", "proxy that never answers"])
+@pytest.mark.slow
 def test_a_run_needing_an_unreachable_hub_stops_within_5_s_in_one_line(tmp_path, proxy, network):
     if network == "HF_HUB_OFFLINE=1":
         env = {"HF_HUB_OFFLINE": "1"}
@@ -70,7 +71,7 @@ def test_a_run_needing_an_unreachable_hub_stops_within_5_s_in_one_line(tmp_path,
         env = UNROUTABLE if network == "unroutable proxy" else proxy(answer=False).env()
     started = time.monotonic()
     env = {**env, "HYDRA_FULL_ERROR": "0"}  # as a user runs it: the one line, no traceback
-    out = run_cli("task=rte", "method=lora", "seed=1", cwd=tmp_path, env=env, timeout=60)
+    out = run_cli("task=rte", "method=lora", "seed=1", cwd=tmp_path, env=env, timeout=60, process=True)
     elapsed = time.monotonic() - started
     assert out.returncode == 2, out.stderr[-2000:]
     assert elapsed < 5, f"{elapsed:.1f} s"
@@ -82,15 +83,17 @@ def test_a_run_needing_an_unreachable_hub_stops_within_5_s_in_one_line(tmp_path,
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_run_with_local_model_and_data_never_touches_the_network(tmp_path, proxy, glue_dir, cache_dir):
     recorder = proxy(answer=True)
     out = run_cli("task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", "data.max_train_samples=8",
-                  *TINY, cwd=tmp_path, env=recorder.env())
+                  *TINY, cwd=tmp_path, env=recorder.env(), process=True)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert recorder.connections == []
     assert (variant_dir(tmp_path / "results/runs/tiny_roberta/rte/lora-small") / "seed=1.json").is_file()
 
 
+@pytest.mark.slow
 def test_complete_results_are_skipped_without_asking_the_hub(tmp_path, glue_dir, cache_dir):
     """A finished run started again offline skips its seeds, as before: the hub is asked only for work left."""
     from dora_bench.models import resolve_model_path

@@ -39,6 +39,7 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("dora_bench-*.whl"))
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_config_of_conf_and_nothing_else(wheel):
     expected = {"dora_bench/conf/" + p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert len(expected) >= 30  # 11 tasks, 7 methods, 4 budgets, 5 models, 8 experiments, config.yaml
@@ -48,6 +49,7 @@ def test_wheel_holds_every_config_of_conf_and_nothing_else(wheel):
     assert {"dora_bench/conf/__init__.py", "dora_bench/paper.yaml", "dora_bench/cli.py"} <= names
 
 
+@pytest.mark.slow
 def test_help_of_a_non_editable_install_lists_every_config_group(wheel, tmp_path):
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)

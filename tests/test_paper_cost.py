@@ -9,6 +9,8 @@ from hydra import compose, initialize_config_module
 
 from dora_bench.tasks import glue
 
+pytestmark = pytest.mark.slow   # trains end to end (module fixtures): the full tier
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper_cost.py"
 spec = importlib.util.spec_from_file_location("paper_cost", SCRIPT)
 paper_cost = importlib.util.module_from_spec(spec)

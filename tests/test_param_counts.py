@@ -11,6 +11,7 @@ def count(method, budget="small", total_steps=100):
 
 
 @pytest.mark.parametrize("budget,expected", [("small", 331_776), ("large", 1_327_104)])
+@pytest.mark.slow
 def test_lora_counts(budget, expected):
     handle = count("lora", budget)
     assert handle.paper_trainable_params() == expected

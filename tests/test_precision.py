@@ -59,6 +59,7 @@ def record_allocator_dtypes(monkeypatch) -> set[torch.dtype]:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_bf16_trains_one_epoch_of_every_method_with_fp32_weights(method, tmp_path, glue_dir, cache_dir, monkeypatch):
     run = cfg(tmp_path, glue_dir, f"method={method}", "trainer.precision=bf16", "keep_checkpoints=true")
     allocator_dtypes = record_allocator_dtypes(monkeypatch)

@@ -56,6 +56,7 @@ def start(*args, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_a_checkpoint_exits_75_and_the_rerun_matches_an_uninterrupted_run(
         tmp_path, glue_dir, uninterrupted):
     args = (*ARGS, f"data.dir={glue_dir}")
@@ -101,6 +102,7 @@ def submitit_task(cwd: Path) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_submitit_preemption_signal_checkpoints_then_submitit_requeues_and_the_job_resumes(
         tmp_path, glue_dir, uninterrupted):
     """hydra-submitit-launcher's local executor runs the real protocol: USR2 to the job, its handler asks the
@@ -151,6 +153,7 @@ def final_weights(cfg) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_each_method_preempted_mid_epoch_resumes_to_the_uninterrupted_result(method, tmp_path, glue_dir, cache_dir,
                                                                              monkeypatch):
     run, clean = config(tmp_path / "run", glue_dir, method), config(tmp_path / "clean", glue_dir, method)

@@ -11,6 +11,8 @@ from rouge_score import rouge_scorer
 
 from dora_bench.results import RunResult
 
+pytestmark = pytest.mark.slow   # trains end to end (module fixtures): the full tier
+
 SMALL = ("seed=1", "trainer.epochs=1", "trainer.batch_size=8", "trainer.logging_steps=1", "trainer.progress_bar=false")
 SQUAD_KEYS = {"squad_v1": {"exact", "f1", "score"},
               "squad_v2": {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "score"}}

@@ -17,6 +17,7 @@ from dora_bench.engine import COMPLETE_MARK
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_the_seed_and_the_others_still_run(tmp_path, glue_dir, cache_dir):
     out = run_cli("task=rte", "method=full_ft", "seeds=[1,2]", "trainer.learning_rate=1e12", f"data.dir={glue_dir}",
                   *TINY, cwd=tmp_path)
@@ -83,6 +84,7 @@ def _logged_training_steps(stdout: str) -> int:
 
 
 @pytest.mark.parametrize("method", sorted(RESUME_CASES))
+@pytest.mark.slow
 def test_killed_while_saving_a_checkpoint_then_rerun_resumes_and_matches_an_uninterrupted_run(
         tmp_path, glue_dir, cache_dir, method):
     args = ["task=stsb", "seed=1", f"data.dir={glue_dir}", *TINY, "trainer.epochs=3", *RESUME_CASES[method]]

@@ -125,6 +125,7 @@ KEYS_THAT_COUNT = ([("dora", f"method.{k}") for k in method_keys("dora")] +
 
 
 @pytest.mark.parametrize("method,key", KEYS_THAT_COUNT)
+@pytest.mark.slow
 def test_every_key_that_can_change_the_numbers_moves_the_run(tmp_path, method, key):
     base = cfg(tmp_path, f"method={method}")
     value = other_value(OmegaConf.select(base, key))
@@ -289,6 +290,7 @@ def test_checkpoints_resume_only_for_the_same_fingerprint(tmp_path):
     assert latest_checkpoint(tmp_path, "ccc") is None
 
 
+@pytest.mark.slow
 def test_the_task_loaders_do_not_import_the_result_record():
     """results.identity needs a task's data digest (results -> tasks); the tasks write predictions with the atomic
     writer of dora_bench.files, never through results: no import loop between the two."""

@@ -40,6 +40,7 @@ def hydra_conf():
 
 
 @pytest.mark.parametrize("group", ["task", "method", "model", "budget"])
+@pytest.mark.slow
 def test_every_group_file_names_its_schema_first_and_composes_to_it(group, hydra_conf):
     for option, data in group_files(group).items():
         wanted = expected_schema(group, data)

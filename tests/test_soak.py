@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import run_cli
 
 from dora_bench import results, tables
@@ -16,6 +17,7 @@ GRID = ("task=stsb", "method=lora,bitfit", "seed=1,2", "model=tiny_roberta", "tr
 RUNS = {("lora", 1), ("lora", 2), ("bitfit", 1), ("bitfit", 2)}
 
 
+@pytest.mark.slow
 def test_two_parallel_sweeps_over_one_results_folder_train_each_seed_once_and_match_a_serial_sweep(
         tmp_path, glue_dir, cache_dir):
     shared, serial = tmp_path / "shared", tmp_path / "serial"

@@ -8,6 +8,7 @@ QA_HEAD = 768 * 2 + 2  # qa_outputs: hidden -> (start, end)
 
 
 @pytest.mark.parametrize("method,expected", [("lora", 331_776), ("bitfit", 102_144)])
+@pytest.mark.slow
 def test_qa_head_trains_and_is_excluded_from_the_paper_count(method, expected):
     handle = apply_method(roberta_base("qa"), config("task=squad_v1", f"method={method}", "budget=small"), 100)
     assert handle.paper_trainable_params() == expected

@@ -1,6 +1,7 @@
 """dora-bench-status: every run a sweep expects, located by identity, as done / running / failed / missing."""
 import re
 
+import pytest
 from helpers import TINY, run_cli
 
 from dora_bench import results
@@ -12,6 +13,7 @@ def states_by_learning_rate(stdout: str) -> dict[float, str]:
     return {float(m.group(2)): m.group(1) for m in map(line.match, stdout.splitlines()) if m}
 
 
+@pytest.mark.slow
 def test_status_tells_done_failed_running_and_missing_runs_of_a_sweep(tmp_path, glue_dir, cache_dir):
     common = ("task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", *TINY)
     ran = run_cli("-m", "trainer.learning_rate=1e-3,1e12", *common, cwd=tmp_path)  # 1e12: a non-finite loss
@@ -33,6 +35,7 @@ def test_status_tells_done_failed_running_and_missing_runs_of_a_sweep(tmp_path, 
     assert "h on cpu" in lines[-1]
 
 
+@pytest.mark.slow
 def test_an_experiment_grid_counts_each_run_once(tmp_path):
     """Table 2 on one task: 5 budgeted methods x 2 budgets + Full FT and BitFit (budget-free: one run for both
     budget values) = 12 configurations x 5 seeds."""

@@ -32,6 +32,7 @@ def files_named(folder: Path, pattern: str) -> list[Path]:
     return sorted(folder.rglob(pattern)) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_next_run_resumes(
         tmp_path, glue_dir, cache_dir, monkeypatch):
     cfg = config(tmp_path, "task=rte", "method=lora", f"data.dir={glue_dir}")
@@ -82,6 +83,7 @@ def test_a_full_disk_while_writing_the_result_leaves_no_file_and_the_next_run_fi
     assert read_result(where.result).complete and not where.checkpoints.exists()
 
 
+@pytest.mark.slow
 def test_an_unwritable_predictions_folder_stops_the_run_and_the_next_run_finishes(tmp_path, cache_dir, monkeypatch):
     data = write_squad(tmp_path / "squad", version_2=False)
     cfg = config(tmp_path / "results", "task=squad_v1", "method=bitfit", f"data.dir={data}", "trainer.max_length=64",
@@ -119,6 +121,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_the_command_names_the_file_and_the_error_in_one_line_and_exits_74(tmp_path, glue_dir, cache_dir):
     """A disk that fills up just as the result is written (the writer is failed by this test's bootstrap)."""
     out = subprocess.run([sys.executable, "-c", BOOT, "task=rte", "method=bitfit", "seed=1", f"data.dir={glue_dir}",
@@ -152,6 +155,7 @@ def used_pages(folder: Path) -> int:
     return sum(-(-p.stat().st_size // 4096) for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_exits_74_keeping_a_complete_checkpoint_and_then_finishes_with_space(
         tmp_path, glue_dir, cache_dir, tmpfs):
     mount, resize = tmpfs

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from helpers import run_cli
 
@@ -29,6 +30,7 @@ def complete_results(work):
     return done
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_skips_finished_runs_and_completes_the_rest(tmp_path, glue_dir, cache_dir):
     sweep = ("-m", "task=rte,mrpc", "method=bitfit,lora", "seed=1,2", f"data.dir={glue_dir}", *TINY_SWEEP)
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
@@ -58,6 +60,7 @@ def test_interrupted_sweep_skips_finished_runs_and_completes_the_rest(tmp_path, 
         assert line.count(" (2) |") == 2, line               # rte and mrpc, two seeds each
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_an_experiment_sweep(tmp_path, glue_dir, cache_dir):
     """Two jobs of +experiment=cpu_glue, narrowed on the command line, each in its own submitit process."""
     out = run_cli("-m", "hydra/launcher=submitit_local", "+experiment=cpu_glue", "task=stsb", "method=bitfit", "lr_grid=low",
@@ -84,6 +87,7 @@ def results_under(root):
     return {path: read_result(path) for path in sorted((root / "runs").rglob("seed=*.json"))}
 
 
+@pytest.mark.slow
 def test_a_learning_rate_multirun_keeps_one_result_per_value_and_reruns_nothing(tmp_path, glue_dir, cache_dir):
     sweep = ("-m", "method=lora", "trainer.learning_rate=1e-4,1e-2", f"data.dir={glue_dir}", *STSB)
     first = run_cli(*sweep, cwd=tmp_path)
@@ -104,6 +108,7 @@ def test_a_learning_rate_multirun_keeps_one_result_per_value_and_reruns_nothing(
     assert re.findall(r"stsb lora \(small\): pearson (-?[\d.]+) ±", again.stdout) == printed
 
 
+@pytest.mark.slow
 def test_keys_that_cannot_change_numbers_skip_and_the_others_train_anew(tmp_path, glue_dir, cache_dir, capsys):
     def cfg(*overrides):
         return compose_config(["method=dora", f"data.dir={glue_dir}", f"results_dir={tmp_path}", "trainer.logging_steps=1",
@@ -132,6 +137,7 @@ def test_keys_that_cannot_change_numbers_skip_and_the_others_train_anew(tmp_path
         assert len(holders) == 1 and f"{key}=" in holders[0].parent.name, (change, holders)
 
 
+@pytest.mark.slow
 def test_optuna_search_returns_the_objective_and_a_failed_trial_does_not_end_it(tmp_path, glue_dir, cache_dir):
     """Three trials of +experiment=search narrowed to the learning rate: one diverges (a failed run)."""
     out = run_cli("-m", "hydra/sweeper=optuna", "+experiment=search", "hydra/sweeper/sampler=random",

@@ -30,6 +30,7 @@ def grid(root, task, method, budget, rates, scores_by_rate, extra=(), **kwargs):
 
 
 # ----- edge of the grid -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_grid_marks_a_chosen_value_at_its_edge_and_not_one_inside(tmp_path, capsys):
     grid(tmp_path, "rte", "lora", "small", (1e-3, 1e-2, 1e-1), ((70, 72), (80, 78), (60, 61)))   # best inside
     grid(tmp_path, "mrpc", "lora", "small", (1e-3, 1e-2), ((70, 72), (80, 78)))                  # best at the top
@@ -62,6 +63,7 @@ def test_a_grid_marks_a_chosen_value_at_its_edge_and_not_one_inside(tmp_path, ca
     assert "| † trainer.learning_rate high |" in listed
 
 
+@pytest.mark.slow
 def test_an_optuna_trial_is_judged_against_its_recorded_search_space(tmp_path):
     space = {"trainer.learning_rate": {"interval": [5e-4, 5e-3], "log": True, "text": "tag(log, interval(5e-4, 5e-3))"},
              "trainer.epochs": {"interval": [10, 80], "log": False, "text": "int(interval(10, 80))"},
@@ -106,6 +108,7 @@ def test_the_next_value_out_keeps_the_grids_ratio():
     assert next_value(Edge("method.reg_coefficient", "low", 0, (0, 0.3))) is None     # nothing below 0
 
 
+@pytest.mark.slow
 def test_status_extend_prints_the_next_value_and_the_command(tmp_path, capsys):
     grid(tmp_path, "rte", "lora", "small", (1e-3, 1e-2), ((70, 72), (80, 78)))
     grid(tmp_path, "mrpc", "lora", "small", (1e-3, 1e-2, 1e-1), ((70, 72), (80, 78), (60, 60)))
@@ -121,6 +124,7 @@ def test_status_extend_prints_the_next_value_and_the_command(tmp_path, capsys):
 
 
 # ----- the metric's direction -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_lower_is_better_metric_picks_the_lowest_mean_everywhere(tmp_path):
     for rate, scores in (("0.001", (2.0, 2.2, 2.1)), ("0.01", (1.0, 1.2, 1.1)), ("0.1", (3.0, 3.2, 3.1))):
         for seed, score in enumerate(scores, 1):
@@ -145,6 +149,7 @@ def test_a_lower_is_better_metric_picks_the_lowest_mean_everywhere(tmp_path):
 
 
 # ----- differences with their uncertainty -----------------------------------------------------------------
+@pytest.mark.slow
 def test_the_paired_interval_equals_the_hand_computed_one(tmp_path):
     lora, dora, bitfit = (80.0, 82.0, 84.0), (82.0, 84.0, 87.0), (81.0, 85.0, 86.0)
     for seed in (1, 2, 3):
@@ -191,6 +196,7 @@ def test_different_seeds_give_welchs_interval(tmp_path):
     assert abs(got.difference_high - (a.mean() - b.mean() + half)) < 1e-9
 
 
+@pytest.mark.slow
 def test_the_comparison_view_lists_every_cell_against_the_reference(tmp_path, capsys):
     cells = [("rte", "lora", "small"), ("rte", "lora", "large"), ("rte", "dora", "small"), ("rte", "full_ft", None),
              ("mrpc", "lora", "small"), ("mrpc", "h_adapter", "large"), ("mrpc", "bitfit", None), ("cola", "dora", "large")]
@@ -230,6 +236,7 @@ def test_an_unknown_reference_is_refused_in_one_line(tmp_path, capsys):
 
 
 # ----- cost against accuracy --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cost_scatter_per_section_and_task_with_its_pareto_front(tmp_path):
     points = {("bitfit", None): (100_000, 70.0, 0.10), ("lora", "small"): (331_776, 75.0, 0.20),
               ("lora", "large"): (1_327_104, 74.0, 0.30), ("full_ft", None): (124_645_632, 80.0, 0.50)}
@@ -269,6 +276,7 @@ def test_the_pareto_front_follows_the_metric_direction():
 
 
 # ----- machine-readable cells --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_csv_holds_the_numbers_of_the_markdown(tmp_path):
     for seed, score in zip((1, 2, 3), (78.0, 80.0, 83.0)):
         put(tmp_path, "rte", "lora", "small", seed, score)

@@ -40,6 +40,7 @@ def cell(text, labels, column):
     return row(text, *labels)[names.index(column)], row(text, *labels)[names.index(column) + 1]
 
 
+@pytest.mark.slow
 def test_table2_cells_paper_column_gaps_and_failed_seeds(tmp_path):
     for seed, score in zip((1, 2, 3), (78.0, 80.0, 82.0)):
         put(tmp_path, "rte", "lora", "small", seed, score)
@@ -91,6 +92,7 @@ def test_corrupt_and_incomplete_files_are_reported_and_the_rest_rendered(tmp_pat
     assert str(bad) in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_squad_accepts_exact_and_exact_match_and_xsum_rouge(tmp_path):
     put(tmp_path, "squad_v1", "lora", "large", metrics={"exact_match": 85.0, "f1": 91.0})
     put(tmp_path, "squad_v2", "lora", "large", metrics={"exact": 79.0, "f1": 82.0})
@@ -146,6 +148,7 @@ def test_efficiency_minutes_per_epoch_memory_and_ratios_to_lora(tmp_path):
     assert cell(out["table2"], ("LoRA", "large"), "qnli")[0] == "80.00 ± 0.00 (1)"
 
 
+@pytest.mark.slow
 def test_figure2_heatmap_from_rank_patterns(tmp_path):
     def pattern(q, f2):  # RoBERTa-style names as DoRA stores them; AdaLoRA stores boolean masks
         names = {}
@@ -186,6 +189,7 @@ def test_figure2_falls_back_to_other_tasks_and_maps_bart_names(tmp_path):
 
 
 @pytest.mark.parametrize("args,code", [((), 0), (("--model", "nope"), 0)])
+@pytest.mark.slow
 def test_console_module_runs(tmp_path, args, code):
     put(tmp_path, "rte", "lora", "small", 1, 77.0)
     out = subprocess.run([sys.executable, "-m", "dora_bench.tables", "--results", str(tmp_path),
@@ -206,6 +210,7 @@ def sections(text):
     return {part.splitlines()[0]: part for part in parts}
 
 
+@pytest.mark.slow
 def test_a_learning_rate_sweep_shows_its_best_configuration_and_other_keys_get_sections(tmp_path, capsys):
     for rate, scores in (("0.001", (70.0, 72.0)), ("0.01", (80.0, 78.0))):
         for seed, score in zip((1, 2), scores):

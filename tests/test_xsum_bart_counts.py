@@ -24,6 +24,7 @@ def config(*overrides):
 
 
 @pytest.mark.parametrize("budget,expected", [("small", 405_504), ("large", 1_622_016)])
+@pytest.mark.slow
 def test_lora_counts_on_bart_base(budget, expected):
     handle = apply_method(copy.deepcopy(_bart_base()), config("method=lora", f"budget={budget}"), 100)
     assert handle.paper_trainable_params() == expected
