@@ -15,6 +15,7 @@ import io
 import logging
 import logging.config
 import os
+import runpy
 import subprocess
 import sys
 import traceback
@@ -111,21 +112,34 @@ def _call(script: str, args: list[str]) -> int:
     return returned if isinstance(returned, int) else 0
 
 
+def _exit_code(call) -> int:
+    """What the process would exit with: main()'s return, sys.exit's code, or 1 with the traceback printed."""
+    try:
+        return call()
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)   # sys.exit("message"): printed to stderr, exit code 1
+        return 1
+    except Exception:                        # an uncaught error: the traceback on stderr, exit code 1
+        traceback.print_exc()
+        return 1
+
+
+def _completed(command: list[str], run, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _process_state(command[0], command[1:], Path(cwd), env), _process_streams(stdout, stderr):
+        code = _exit_code(run)
+    return subprocess.CompletedProcess([sys.executable, *command], code, stdout.getvalue(), stderr.getvalue())
+
+
 def run_in_process(script: str, args, *, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     """`python -m <script> *args` in this interpreter, as a CompletedProcess."""
     args = [str(a) for a in args]
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with _process_state(script, args, Path(cwd), env), _process_streams(stdout, stderr):
-        try:
-            code = _call(script, args)
-        except SystemExit as exit_:
-            if exit_.code is None or isinstance(exit_.code, int):
-                code = exit_.code or 0
-            else:                          # sys.exit("message"): printed to stderr, exit code 1
-                print(exit_.code, file=sys.stderr)
-                code = 1
-        except Exception:                  # an uncaught error: the traceback on stderr, exit code 1
-            traceback.print_exc()
-            code = 1
-    return subprocess.CompletedProcess([sys.executable, "-m", script, *args], code, stdout.getvalue(),
-                                       stderr.getvalue())
+    return _completed([script, *args], lambda: _call(script, args), cwd, env)
+
+
+def run_script(path: Path, *args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python scripts/<name>.py *args` in this interpreter (its `if __name__ == "__main__"` block runs)."""
+    args = [str(a) for a in args]
+    return _completed([str(path), *args], lambda: runpy.run_path(str(path), run_name="__main__") and 0, cwd, env or {})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_methods.py"
 
@@ -13,9 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_methods.py"
 @pytest.mark.slow
 def test_bench_methods_emits_every_method(tmp_path):
     out_file = tmp_path / "bench.json"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--in-process", "--hidden", "48", "--layers", "1",
-                          "--vocab", "100", "--batch", "2", "--seq-len", "8", "--steps", "1", "--warmup", "1",
-                          "--out", str(out_file)], capture_output=True, text=True, timeout=600)
+    out = run_script(SCRIPT, "--in-process", "--hidden", "48", "--layers", "1", "--vocab", "100", "--batch", "2",
+                     "--seq-len", "8", "--steps", "1", "--warmup", "1", "--out", out_file, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out_file.read_text())["rows"]
     assert {(r["method"], r["budget"]) for r in rows} == {("full_ft", None), ("bitfit", None)} | {
@@ -33,10 +33,10 @@ def test_bench_methods_emits_every_method(tmp_path):
 @pytest.mark.slow
 def test_bench_methods_prints_ratio_tables_per_precision_side_by_side(tmp_path):
     out_file = tmp_path / "bench.json"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--in-process", "--hidden", "48", "--layers", "1",
-                          "--vocab", "100", "--batch", "2", "--seq-len", "8", "--steps", "1", "--warmup", "1",
-                          "--methods", "full_ft,lora:large,adalora:large,dora:large", "--precision", "fp32,bf16",
-                          "--out", str(out_file)], capture_output=True, text=True, timeout=600)
+    out = run_script(SCRIPT, "--in-process", "--hidden", "48", "--layers", "1", "--vocab", "100", "--batch", "2",
+                     "--seq-len", "8", "--steps", "1", "--warmup", "1",
+                     "--methods", "full_ft,lora:large,adalora:large,dora:large", "--precision", "fp32,bf16",
+                     "--out", out_file, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out_file.read_text())["rows"]
     assert sorted((r["method"], r["precision"]) for r in rows) == sorted(

@@ -1,12 +1,11 @@
 """Checkpoints hold what trains: every method but Full FT checkpoints its trainable parameters (and the method
 state), never a frozen weight; resuming loads them strictly into the rebuilt model."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_script
 from hydra import compose, initialize_config_module
 from safetensors.torch import load_file, save_file
 from transformers import set_seed
@@ -95,9 +94,8 @@ def test_loading_is_strict_every_trainable_present_nothing_else(tmp_path, glue_d
 
 @pytest.mark.slow
 def test_the_size_script_prints_every_method_smaller_than_the_trainers_checkpoint_but_full_ft(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "scripts/checkpoint_sizes.py"), "--layers", "1", "--hidden", "32",
-                          "--heads", "2", "--intermediate", "64", "--vocab", "300"], capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
+    out = run_script(REPO / "scripts/checkpoint_sizes.py", "--layers", "1", "--hidden", "32", "--heads", "2",
+                     "--intermediate", "64", "--vocab", "300", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
             for m in re.findall(r"^\| (\w+) \| [\d,]+ \| [\d,]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out.stdout, re.M)}

@@ -1,13 +1,12 @@
 """The schemas: every group file declares one, the rules sit next to their fields and agree with the code they
 protect, run_seed checks them too, and README's config reference is the one they generate."""
-import subprocess
-import sys
 from dataclasses import fields
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import run_script
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -129,8 +128,7 @@ def test_dora_options_are_exactly_doraconfig_fields():
 
 
 def test_readme_config_reference_is_the_generated_one():
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"],
-                         capture_output=True, text=True)
+    out = run_script(REPO / "scripts" / "config_reference.py", "--check", cwd=REPO)
     assert out.returncode == 0, out.stderr
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     sections = {schema.Config: "", schema.Data: "data.", schema.Trainer: "trainer."}

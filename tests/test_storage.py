@@ -5,12 +5,11 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, write_squad
+from helpers import TINY, run_cli, write_squad
 from hydra import compose, initialize_config_module
 
 from dora_bench.engine import COMPLETE_MARK
@@ -107,25 +106,18 @@ def test_an_unwritable_predictions_folder_stops_the_run_and_the_next_run_finishe
     assert (where.predictions / "validation.json").is_file() and read_result(where.result).complete
 
 
-BOOT = """
-import errno, os, sys
-fsync = os.fsync
-def full_for_results(fd):
-    if "seed=1.json." in os.readlink(f"/proc/self/fd/{fd}"):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return fsync(fd)
-os.fsync = full_for_results
-from dora_bench.cli import main
-sys.argv = ["dora-bench", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.slow
-def test_the_command_names_the_file_and_the_error_in_one_line_and_exits_74(tmp_path, glue_dir, cache_dir):
-    """A disk that fills up just as the result is written (the writer is failed by this test's bootstrap)."""
-    out = subprocess.run([sys.executable, "-c", BOOT, "task=rte", "method=bitfit", "seed=1", f"data.dir={glue_dir}",
-                          *TINY], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+def test_the_command_names_the_file_and_the_error_in_one_line_and_exits_74(tmp_path, glue_dir, cache_dir, monkeypatch):
+    """A disk that fills up just as the result is written (this test fails the writer's fsync of the result)."""
+    fsync = os.fsync
+
+    def full_for_results(fd):
+        if "seed=1.json." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_results)
+    out = run_cli("task=rte", "method=bitfit", "seed=1", f"data.dir={glue_dir}", *TINY, cwd=tmp_path)
     assert out.returncode == EXIT_STORAGE, out.stderr[-3000:]
     [result] = files_named(tmp_path / "results/checkpoints", "seed=1")
     written = Path("results/runs") / result.relative_to(tmp_path / "results/checkpoints")
@@ -162,14 +154,13 @@ def test_a_really_full_disk_exits_74_keeping_a_complete_checkpoint_and_then_fini
     args = ["task=rte", "method=lora", "seed=1", f"data.dir={glue_dir}", *TINY, "keep_checkpoints=true"]
     reference = tmp_path / "reference"
     reference.mkdir()
-    done = subprocess.run([sys.executable, "-m", "dora_bench", *args], cwd=reference, capture_output=True, text=True)
+    done = run_cli(*args, cwd=reference)
     assert done.returncode == 0, done.stderr[-2000:]
     [checkpoint] = files_named(reference / "results/checkpoints", "checkpoint-*")
     pages = used_pages(checkpoint)
     resize((pages + pages // 2) * 4096)   # room for one checkpoint, not for two nor for one and the result
 
-    full = subprocess.run([sys.executable, "-m", "dora_bench", *args, f"results_dir={mount}"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    full = run_cli(*args, f"results_dir={mount}", cwd=tmp_path, process=True)     # exit 74 through a real process
     assert full.returncode == EXIT_STORAGE, full.stderr[-3000:]
     line = full.stderr.strip().splitlines()[-1]
     assert line.startswith(f"dora-bench: error: cannot write {mount}/") and "No space left on device" in line, line
@@ -180,8 +171,7 @@ def test_a_really_full_disk_exits_74_keeping_a_complete_checkpoint_and_then_fini
     assert (kept / COMPLETE_MARK).is_file()
 
     resize(16 * 2**20)
-    again = subprocess.run([sys.executable, "-m", "dora_bench", *args, f"results_dir={mount}"], cwd=tmp_path,
-                           capture_output=True, text=True)
+    again = run_cli(*args, f"results_dir={mount}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {kept}" in again.stdout
     [ours], [theirs] = files_named(mount / "runs", "seed=1.json"), files_named(reference / "results/runs", "seed=1.json")
