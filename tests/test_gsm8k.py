@@ -29,6 +29,14 @@ OFFICIAL = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24
     ("#### \nso 12", "12"),                                         # the number after the mark, even a line later
     ("a half is .5", ".5"),
     ("no number at all", None),
+    ("It was on 2024-01-05.", "5"),                                 # hyphens of a date are not minus signs
+    ("x = -3 and y = 5-2", "2"),                                    # a sign after a space; 5-2 is 5 and 2
+    ("the list 1,2,3", "3"),                                        # commas between single digits: three numbers
+    ("about 12,345 people", "12345"),                               # a thousands separator
+    ("The answer is 42. Check: 42 - 40 = 2", "42"),                 # a stated answer before a later check
+    ("Answer: $7.50, so 3 left", "7.5"),
+    ("#### 9\nThe answer is 8", "9"),                               # the mark goes first
+    ("007 agents", "7"),                                            # leading zeros
 ])
 def test_extract_answer(text, number):
     assert gsm8k.extract_answer(text) == number

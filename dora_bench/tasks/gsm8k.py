@@ -22,7 +22,11 @@ from dora_bench.tasks.causal_lm import PadCollator, answer_likelihood, encode, g
 
 ANSWER_MARK = "####"                    # the official answers end in "#### <final number>"
 CALCULATOR = re.compile(r"<<[^<>]*>>")  # calculator annotations <<48/2=24>>
-NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
+# A number: a minus only where it is not a hyphen after a word ("2024-01-05" is 2024, 01, 05), commas only between
+# groups of three digits ("1,234" is one number, "1,2,3" three).
+SIGN = r"(?:(?<![\w.])-)?\$?"
+NUMBER = re.compile(SIGN + r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|" + SIGN + r"\.\d+")
+STATED = re.compile(r"\banswer\s*(?:is|:|=)", re.IGNORECASE)   # "The answer is 42", "Answer: 42"
 EVAL_SETS = {"validation": "", "test": "test_"}  # eval set -> metric prefix (the score is the validation slice's)
 COLUMNS = ("question", "answer")
 
@@ -135,10 +139,12 @@ def prepare(cfg: DictConfig, tokenizer, raw: DatasetDict, fingerprint: dict) -> 
 # ---- metrics ------------------------------------------------------------------------------------
 
 def normalise_number(text: str) -> str:
-    """'$1,234.50' -> '1234.5', '18.0' -> '18', '7.' -> '7': commas, dollar signs and trailing zeros removed."""
+    """'$1,234.50' -> '1234.5', '18.0' -> '18', '7.' -> '7', '05' -> '5': commas, dollar signs, leading and
+    trailing zeros removed."""
     number = text.replace(",", "").replace("$", "").rstrip(".")
     if "." in number:
         number = number.rstrip("0").rstrip(".")
+    number = re.sub(r"^(-?)0+(?=\d)", r"\1", number)
     return "0" if number in ("-0", "") else number
 
 
@@ -152,10 +158,11 @@ def gold_answer(answer: str) -> str | None:
 
 def extract_answer(generation: str) -> str | None:
     """The final number of a generated solution: the first number after the first '####' when the model wrote
-    the mark (it may go on after it), else the last number in the text; None when there is no number."""
-    if ANSWER_MARK in generation:
-        found = NUMBER.findall(generation.split(ANSWER_MARK, 1)[1])
-        if found:
+    the mark (it may go on after it), else the first number after the first "answer is" / "answer:" (a check
+    that follows it is not the answer), else the last number in the text; None when there is no number."""
+    for marker in (ANSWER_MARK, STATED):
+        parts = marker.split(generation, 1) if isinstance(marker, re.Pattern) else generation.split(marker, 1)
+        if len(parts) == 2 and (found := NUMBER.findall(parts[1])):
             return normalise_number(found[0])
     found = NUMBER.findall(generation)
     return normalise_number(found[-1]) if found else None
