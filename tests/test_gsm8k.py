@@ -12,7 +12,8 @@ from dora_bench import schema
 from dora_bench.errors import UserError
 from dora_bench.models import byte_tokenizer, load_model
 from dora_bench.tasks import gsm8k
-from dora_bench.tasks.causal_lm import IGNORE, PadCollator, answer_likelihood, encode, leading_special_ids
+from dora_bench.tasks.causal_lm import (IGNORE, PadCollator, answer_likelihood, encode, fit_to_positions,
+                                       leading_special_ids)
 
 OFFICIAL = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
             "in April and May.\n#### 72")
@@ -164,6 +165,35 @@ def test_answer_nll_equals_a_float64_computation_over_a_large_vocabulary():
     counted = targets != IGNORE
     reference = -torch.log_softmax(shifted, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)[counted]
     assert abs(got - float(reference.mean())) < 2e-5, (got, float(reference.mean()))
+
+
+@pytest.mark.parametrize("lengths,max_new,expected_lengths,expected_new", [
+    ([100, 50], 256, [100, 50], 256),              # fits: nothing changes
+    ([381, 300], 256, [381, 300], 131),            # new tokens capped at the room the longest prompt leaves
+    ([500, 10], 256, [384, 10], 128),              # less room than a quarter of the positions: cut from the left
+    ([500], 64, [448], 64),                        # ... or than task.max_new_tokens, if that is smaller
+    ([5000], 256, [5000], 256),                    # no limit known (max_positions None)
+])
+def test_generation_fits_the_model_positions(lengths, max_new, expected_lengths, expected_new):
+    prompts = [list(range(n)) for n in lengths]
+    fitted, new = fit_to_positions(prompts, max_new, None if lengths == [5000] else 512)
+    assert [len(p) for p in fitted] == expected_lengths and new == expected_new
+    assert all(p == prompt[len(prompt) - len(p):] for p, prompt in zip(fitted, prompts))   # the ends are kept
+    assert lengths == [5000] or max(len(p) for p in fitted) + new <= 512
+
+
+@pytest.mark.slow
+def test_tiny_gpt2_on_real_gsm8k_generates_within_its_positions_and_writes_its_result(tmp_path, real_data, cache_dir):
+    """The command that failed at evaluation (IndexError past GPT-2's 512 positions) and lost the seed."""
+    from helpers import run_cli
+
+    data = real_data("gsm8k/train.jsonl").parent
+    out = run_cli("task=gsm8k", "model=tiny_gpt2", "method=lora", f"data.dir={data}", "data.max_train_samples=16",
+                  "data.max_eval_samples=4", "trainer.epochs=1", "seed=1", "trainer.progress_bar=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("[dora-bench] generation: prompt + task.max_new_tokens=256 pass model.max_positions=512") == 1
+    [result] = (tmp_path / "results/runs").rglob("seed=1.json")
+    assert json.loads(result.read_text())["status"] == "complete"
 
 
 def test_the_validation_slice_is_fixed_disjoint_and_never_trained_on():

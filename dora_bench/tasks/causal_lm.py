@@ -95,19 +95,43 @@ def answer_likelihood(trainer, features, pad_token_id: int) -> dict[str, float]:
     return {"answer_nll": nll / count, "answer_token_accuracy": 100.0 * correct / count}
 
 
+def fit_to_positions(prompts: list[list[int]], max_new_tokens: int, max_positions: int | None
+                     ) -> tuple[list[list[int]], int]:
+    """Prompts and a number of new tokens within the model's positions (GPT-2 indexes a table of 1,024 and fails
+    past it): new tokens capped at the room the longest prompt leaves; where that is less than a quarter of the
+    positions (and of task.max_new_tokens), prompts cut from the left to leave that much."""
+    longest = max(len(p) for p in prompts)
+    if not max_positions or longest + max_new_tokens <= max_positions:
+        return prompts, max_new_tokens
+    new = max(max_positions - longest, min(max_new_tokens, max_positions // 4))
+    keep = max_positions - new
+    return [p[-keep:] for p in prompts], new
+
+
+_SAID: set[tuple[int, int]] = set()   # the capping line once per process and setting
+
+
 @torch.inference_mode()
-def generate(trainer, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of the prompts, batched and left-padded so that each continues from its last token."""
+def generate(trainer, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
+             max_positions: int | None = None) -> list[str]:
+    """Greedy continuations of the prompts, batched and left-padded so that each continues from its last token;
+    prompt and continuation kept within `max_positions` (fit_to_positions)."""
     from transformers import GenerationConfig
 
     model, device = trainer.model, trainer.args.device
     model.eval()
-    settings = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     collate = PadCollator(tokenizer.pad_token_id, "left", columns=("input_ids", "attention_mask"))
     texts: list[str] = []
     for rows in _batches(len(prompt_ids), trainer.args.per_device_eval_batch_size):
-        batch = collate([{"input_ids": prompt_ids[i], "attention_mask": [1] * len(prompt_ids[i])} for i in rows])
+        prompts, new = fit_to_positions([prompt_ids[i] for i in rows], max_new_tokens, max_positions)
+        if new < max_new_tokens and (max_positions, max_new_tokens) not in _SAID:
+            _SAID.add((max_positions, max_new_tokens))
+            print(f"[dora-bench] generation: prompt + task.max_new_tokens={max_new_tokens} pass model.max_positions="
+                  f"{max_positions}: new tokens capped at what each batch's longest prompt leaves (at least "
+                  f"{min(max_new_tokens, max_positions // 4)}; a longer prompt is cut from the left)")
+        settings = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1,
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        batch = collate([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in prompts])
         batch = {k: v.to(device) for k, v in batch.items()}
         with trainer.autocast_smart_context_manager():
             output = model.generate(**batch, generation_config=settings)

@@ -183,7 +183,8 @@ def evaluate(trainer, cfg: DictConfig, tokenizer, rows: dict[str, Dataset], feat
         scored = answer_likelihood(trainer, features[name], tokenizer.pad_token_id)
         n = len(features[name])
         asked = features[name].select(range(min(cfg.task.generate_samples or n, n)))
-        generations = generate(trainer, tokenizer, asked["prompt_ids"], cfg.task.max_new_tokens)
+        generations = generate(trainer, tokenizer, asked["prompt_ids"], cfg.task.max_new_tokens,
+                               cfg.model.max_positions)
         golds = [gold_answer(a) for a in rows[name]["answer"][:len(asked)]]
         scored["exact_match"], extracted = exact_match(generations, golds)
         metrics |= {prefix + key: value for key, value in scored.items()}
