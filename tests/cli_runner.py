@@ -142,4 +142,8 @@ def run_in_process(script: str, args, *, cwd: Path, env: dict) -> subprocess.Com
 def run_script(path: Path, *args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python scripts/<name>.py *args` in this interpreter (its `if __name__ == "__main__"` block runs)."""
     args = [str(a) for a in args]
-    return _completed([str(path), *args], lambda: runpy.run_path(str(path), run_name="__main__") and 0, cwd, env or {})
+
+    def run() -> int:
+        runpy.run_path(str(path), run_name="__main__")   # a script that returns normally exits 0
+        return 0
+    return _completed([str(path), *args], run, cwd, env or {})

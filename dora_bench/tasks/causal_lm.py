@@ -84,7 +84,7 @@ def answer_likelihood(trainer, features, pad_token_id: int) -> dict[str, float]:
             logits = model(**batch).logits
         logits, labels = logits[:, :-1].float(), labels[:, 1:]
         counted = labels != IGNORE
-        # over flattened logits: cross_entropy over (batch, vocab, length) reads about 1e-4 nats low on CPU
+        # over flattened logits: cross_entropy over (batch, vocab, length) reads about 7e-5 nats low on CPU
         token_nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                       labels.clamp(min=0).reshape(-1), reduction="none").view_as(labels)
         nll += float(token_nll[counted].sum())

@@ -26,7 +26,8 @@ CALCULATOR = re.compile(r"<<[^<>]*>>")  # calculator annotations <<48/2=24>>
 # groups of three digits ("1,234" is one number, "1,2,3" three).
 SIGN = r"(?:(?<![\w.])-)?\$?"
 NUMBER = re.compile(SIGN + r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|" + SIGN + r"\.\d+")
-STATED = re.compile(r"\banswer\s*(?:is|:|=)", re.IGNORECASE)   # "The answer is 42", "Answer: 42"
+# Where the answer is, in order: the official mark, then a stated "The answer is 42" / "Answer: 42"
+MARKERS = (re.compile(re.escape(ANSWER_MARK)), re.compile(r"\banswer\s*(?:is|:|=)", re.IGNORECASE))
 EVAL_SETS = {"validation": "", "test": "test_"}  # eval set -> metric prefix (the score is the validation slice's)
 COLUMNS = ("question", "answer")
 
@@ -160,8 +161,8 @@ def extract_answer(generation: str) -> str | None:
     """The final number of a generated solution: the first number after the first '####' when the model wrote
     the mark (it may go on after it), else the first number after the first "answer is" / "answer:" (a check
     that follows it is not the answer), else the last number in the text; None when there is no number."""
-    for marker in (ANSWER_MARK, STATED):
-        parts = marker.split(generation, 1) if isinstance(marker, re.Pattern) else generation.split(marker, 1)
+    for marker in MARKERS:
+        parts = marker.split(generation, 1)
         if len(parts) == 2 and (found := NUMBER.findall(parts[1])):
             return normalise_number(found[0])
     found = NUMBER.findall(generation)
